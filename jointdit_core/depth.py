@@ -1,0 +1,72 @@
+"""Depth conventions of JointDiT (spec section 6).
+
+The depth branch sees relative *disparity* (near = large), min-max normalised per image to [0, 1],
+optionally inverted (checkpoint ``depth_transform == "inverse"``: near = dark), replicated to 3 channels
+and mapped to [-1, 1] before the autoencoder. Decoding takes the autoencoder output, clamps it to
+[-1, 1], averages the 3 channels and maps back to [0, 1], undoing the inversion.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+DEPTH_TRANSFORMS = ("none", "inverse")
+
+
+def _check_transform(depth_transform: str) -> bool:
+    if depth_transform not in DEPTH_TRANSFORMS:
+        raise ValueError(f"depth_transform must be one of {DEPTH_TRANSFORMS}, got {depth_transform!r}")
+    return depth_transform == "inverse"
+
+
+def normalize_disparity(disparity: Tensor) -> Tensor:
+    """Per-image min-max normalisation to [0, 1].
+
+    Args:
+        disparity: (H, W) or (B, H, W) float, any range (e.g. Depth-Anything-V2 relative disparity).
+    Returns:
+        float32 tensor of the same shape in [0, 1]; a constant image gives zeros (no NaN).
+    Raises:
+        ValueError: NaN or infinite values (say which image), or fewer than 2 dimensions.
+    """
+    if disparity.ndim < 2:
+        raise ValueError(f"a depth map needs (H, W) or (B, H, W), got shape {tuple(disparity.shape)}")
+    d = disparity.float()
+    flat = d.reshape(-1, d.shape[-2] * d.shape[-1]) if d.ndim > 2 else d.reshape(1, -1)
+    bad = ~torch.isfinite(flat).all(dim=1)
+    if bad.any():
+        raise ValueError(f"depth map(s) {bad.nonzero().flatten().tolist()} contain NaN or infinite values; fix or drop them")
+    lo = flat.min(dim=1, keepdim=True).values
+    span = flat.max(dim=1, keepdim=True).values - lo
+    out = torch.where(span > 0, (flat - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(flat))
+    return out.reshape(d.shape)
+
+
+def depth_to_disparity(depth: Tensor, eps: float = 1e-6) -> Tensor:
+    """Metric depth (distance, > 0) -> disparity ``1 / depth`` (near = large). Raises ValueError on depth <= 0."""
+    if (depth <= 0).any():
+        raise ValueError("metric depth must be positive to convert to disparity")
+    return 1.0 / depth.float().clamp_min(eps)
+
+
+def disparity_to_model_input(disparity01: Tensor, depth_transform: str = "none") -> Tensor:
+    """[0, 1] disparity (B, H, W) -> autoencoder input (B, 3, H, W) in [-1, 1] (inverted first if "inverse").
+
+    Raises:
+        ValueError: values outside [0, 1] (normalise first) or an unknown ``depth_transform``.
+    """
+    inverse = _check_transform(depth_transform)
+    if disparity01.ndim != 3:
+        raise ValueError(f"expected (B, H, W) disparity, got {tuple(disparity01.shape)}")
+    if disparity01.min() < 0 or disparity01.max() > 1:
+        raise ValueError("disparity must be normalised to [0, 1] (see normalize_disparity)")
+    d = 1.0 - disparity01 if inverse else disparity01
+    return (d.float() * 2 - 1).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+
+
+def model_output_to_disparity(decoded: Tensor, depth_transform: str = "none") -> Tensor:
+    """Autoencoder output (B, 3, H, W) -> disparity (B, H, W) in [0, 1], near = 1 (clamp, channel mean)."""
+    inverse = _check_transform(depth_transform)
+    d = (decoded.float().clamp(-1, 1).mean(dim=1) + 1) / 2
+    return 1.0 - d if inverse else d

@@ -1,0 +1,315 @@
+"""The JointDiT block math, written once.
+
+The functions here run one Flux block (double- or single-stream) on any module with the BFL block
+structure (attributes ``img_mod.lin``, ``img_norm1``, ``img_attn.qkv``, ``img_attn.norm``,
+``img_attn.proj``, ``img_mlp``, ``txt_*``; ``modulation.lin``, ``pre_norm``, ``linear1``, ``linear2``,
+``norm``, ``mlp_act``), so the same code drives our own :class:`~jointdit_core.flux.Flux`, ComfyUI's
+Flux module and the trainer. Without a :class:`JointInputs` they compute plain Flux.
+
+With one, they add what JointDiT adds (spec sections 3 and 4):
+
+* depth-branch LoRA: depth rows run ``W x + b + 0.5 * B(A x)``, rgb rows run ``W x + b``;
+* the joint connection: after QK-norm and RoPE, each row also attends to its partner row's keys and
+  values (text tokens included); the two cross outputs of a pair are concatenated feature-wise, mixed
+  by ``joint1`` / ``joint2`` (2*hidden -> 2*hidden) and split back;
+* adaptive scheduling weights (ASW): each row's joint part is scaled by
+  ``sigmoid(3 * (t_self / (t_self + t_other) - 0.5))`` so the noisier branch listens more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ASW_SHARPNESS = 3.0  # official: sigmoid(3 * (w - 0.5))
+
+
+# ----------------------------------------------------------------------------- row layout
+
+
+@dataclass
+class BranchLayout:
+    """Which rows of a batch are rgb and which are depth, pair by pair.
+
+    Pair ``p`` is rows ``rgb_rows[p]`` (rgb branch) and ``depth_rows[p]`` (depth branch). The official
+    layout (:meth:`official`) puts all rgb rows first: ``[rgb_0..rgb_{P-1}, depth_0..depth_{P-1}]``.
+    Any other arrangement (e.g. ComfyUI's cond/uncond stacking) works as long as every row belongs to
+    exactly one pair.
+
+    Raises:
+        ValueError: rows not covering ``0..B-1`` exactly once, or rgb/depth counts differ.
+    """
+
+    rgb_rows: Tensor
+    depth_rows: Tensor
+    _slices: tuple | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        self.rgb_rows = torch.as_tensor(self.rgb_rows, dtype=torch.long).flatten()
+        self.depth_rows = torch.as_tensor(self.depth_rows, dtype=torch.long).flatten()
+        if self.rgb_rows.numel() != self.depth_rows.numel() or self.rgb_rows.numel() == 0:
+            raise ValueError(
+                f"a joint batch needs as many rgb rows as depth rows (got {self.rgb_rows.numel()} and "
+                f"{self.depth_rows.numel()})"
+            )
+        rows = torch.cat([self.rgb_rows, self.depth_rows]).sort().values
+        if not torch.equal(rows, torch.arange(rows.numel())):
+            raise ValueError(f"rgb_rows and depth_rows must cover rows 0..{rows.numel() - 1} once each")
+        p = self.pairs
+        if torch.equal(self.rgb_rows, torch.arange(p)) and torch.equal(self.depth_rows, torch.arange(p, 2 * p)):
+            self._slices = (slice(0, p), slice(p, 2 * p))
+
+    @classmethod
+    def official(cls, pairs: int) -> "BranchLayout":
+        """All rgb rows, then all depth rows (the official forward's layout, spec section 2)."""
+        return cls(torch.arange(pairs), torch.arange(pairs, 2 * pairs))
+
+    @property
+    def pairs(self) -> int:
+        return self.rgb_rows.numel()
+
+    @property
+    def rows(self) -> int:
+        return 2 * self.pairs
+
+    def rgb(self, x: Tensor) -> Tensor:
+        """Rows of the rgb branch, pair order: (P, ...)."""
+        return x[self._slices[0]] if self._slices else x.index_select(0, self.rgb_rows.to(x.device))
+
+    def depth(self, x: Tensor) -> Tensor:
+        """Rows of the depth branch, pair order: (P, ...)."""
+        return x[self._slices[1]] if self._slices else x.index_select(0, self.depth_rows.to(x.device))
+
+    def merge(self, rgb: Tensor, depth: Tensor) -> Tensor:
+        """Inverse of :meth:`rgb` / :meth:`depth`: (P, ...) + (P, ...) -> (2P, ...) in row order."""
+        if self._slices:
+            return torch.cat([rgb, depth])
+        out = rgb.new_empty((self.rows, *rgb.shape[1:]))
+        out[self.rgb_rows.to(rgb.device)] = rgb
+        out[self.depth_rows.to(rgb.device)] = depth
+        return out
+
+    def partner(self, x: Tensor) -> Tensor:
+        """Each row replaced by the other row of its pair: (2P, ...)."""
+        return self.merge(self.depth(x), self.rgb(x))
+
+    def add_to_depth(self, out: Tensor, delta: Tensor) -> Tensor:
+        """``out`` with ``delta`` (P, ...) added to the depth rows (out of place, autograd-safe)."""
+        if self._slices:
+            return torch.cat([out[self._slices[0]], out[self._slices[1]] + delta])
+        return out.index_add(0, self.depth_rows.to(out.device), delta.to(out.dtype))
+
+
+def adaptive_weights(t_self: Tensor, t_other: Tensor, strength: float = 1.0) -> Tensor:
+    """Adaptive scheduling weight of each row's joint-connection output (spec section 4).
+
+    ``sigmoid(3 * strength * (t_self / (t_self + t_other) - 0.5))``. The official formula is 0/0 when
+    both timesteps are 0; there the ratio is defined as 0.5 (the limit along t_self = t_other), giving
+    0.5, so the weight is finite everywhere. ``strength`` 1 is the official weighting, 0 switches ASW
+    off (a constant 0.5 for every row, the value at equal timesteps).
+
+    Args:
+        t_self, t_other: (B,) timesteps in [0, 1] of the row and of its partner row.
+    Returns:
+        (B,) weights in (0, 1), dtype of ``t_self``.
+    """
+    total = t_self + t_other
+    ratio = torch.where(total > 0, t_self / torch.where(total > 0, total, torch.ones_like(total)), 0.5)
+    return torch.sigmoid(ASW_SHARPNESS * strength * (ratio - 0.5))
+
+
+@dataclass
+class JointInputs:
+    """What a joint forward needs beyond plain Flux inputs.
+
+    Args:
+        addons: a :class:`~jointdit_core.addons.JointAddons` (or any module with its attribute tree).
+        layout: the rgb/depth rows of the batch.
+        timesteps: (B,) per-row timesteps in [0, 1] (row order), used by the adaptive weights.
+        asw_strength: 1.0 official adaptive weights, 0.0 off (constant 0.5).
+    """
+
+    addons: torch.nn.Module
+    layout: BranchLayout
+    timesteps: Tensor
+    asw_strength: float = 1.0
+    row_weights: Tensor | None = None
+
+    def __post_init__(self):
+        t = self.timesteps.flatten().float()
+        if t.numel() != self.layout.rows:
+            raise ValueError(f"{t.numel()} timesteps for a joint batch of {self.layout.rows} rows")
+        self.row_weights = adaptive_weights(t, self.layout.partner(t), self.asw_strength)
+
+
+# ----------------------------------------------------------------------------- primitives
+
+
+def lora_delta(lora: torch.nn.Module, x: Tensor) -> Tensor:
+    """``scale * B(A x)`` of a LoRA module with ``lora_A`` / ``lora_B`` linears and a ``scale`` attribute.
+
+    Weights are used in ``x``'s dtype and device (addons may be stored in bf16 and offloaded).
+    """
+    a = lora.lora_A.weight.to(device=x.device, dtype=x.dtype)
+    b = lora.lora_B.weight.to(device=x.device, dtype=x.dtype)
+    return F.linear(F.linear(x, a), b) * lora.scale
+
+
+def lora_linear(linear, lora, x: Tensor, joint: JointInputs | None) -> Tensor:
+    """``linear(x)`` for every row plus the depth-branch LoRA update on depth rows (spec section 3)."""
+    out = linear(x)
+    if joint is None or lora is None:
+        return out
+    return joint.layout.add_to_depth(out, lora_delta(lora, joint.layout.depth(x)))
+
+
+def _linear(module: torch.nn.Linear, x: Tensor) -> Tensor:
+    w = module.weight.to(device=x.device, dtype=x.dtype)
+    b = None if module.bias is None else module.bias.to(device=x.device, dtype=x.dtype)
+    return F.linear(x, w, b)
+
+
+def rope(pos: Tensor, dim: int, theta: int) -> Tensor:
+    """Rotary tables for one axis (BFL): pos (B, L) -> (B, L, dim/2, 2, 2) float32."""
+    scale = torch.arange(0, dim, 2, dtype=torch.float64, device=pos.device) / dim
+    omega = 1.0 / (theta**scale)
+    out = pos.to(torch.float64)[..., None] * omega
+    out = torch.stack([torch.cos(out), -torch.sin(out), torch.sin(out), torch.cos(out)], dim=-1)
+    return out.reshape(*out.shape[:-1], 2, 2).float()
+
+
+def rope_embedding(ids: Tensor, axes_dim, theta: int) -> Tensor:
+    """Flux positional embedding ``pe``: ids (B, L, n_axes) -> (B, 1, L, head_dim/2, 2, 2)."""
+    return torch.cat([rope(ids[..., i], d, theta) for i, d in enumerate(axes_dim)], dim=-3).unsqueeze(1)
+
+
+def apply_rope(xq: Tensor, xk: Tensor, pe: Tensor) -> tuple[Tensor, Tensor]:
+    """Rotate queries and keys (B, H, L, D) by ``pe`` (BFL ``apply_rope``), computed in float32."""
+    xq_ = xq.float().reshape(*xq.shape[:-1], -1, 1, 2)
+    xk_ = xk.float().reshape(*xk.shape[:-1], -1, 1, 2)
+    xq_out = pe[..., 0] * xq_[..., 0] + pe[..., 1] * xq_[..., 1]
+    xk_out = pe[..., 0] * xk_[..., 0] + pe[..., 1] * xk_[..., 1]
+    return xq_out.reshape(*xq.shape).type_as(xq), xk_out.reshape(*xk.shape).type_as(xk)
+
+
+def _heads(x: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(B, L, 3*H*D) -> q, k, v each (B, H, L, D)."""
+    b, length, _ = x.shape
+    q, k, v = x.reshape(b, length, 3, num_heads, -1).permute(2, 0, 3, 1, 4)
+    return q, k, v
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    b, h, length, d = x.shape
+    return x.transpose(1, 2).reshape(b, length, h * d)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, pe: Tensor, joint: JointInputs | None, joint_linear) -> Tensor:
+    """Self-attention over all tokens of each row, plus (joint) the weighted joint-connection output.
+
+    Args:
+        q, k, v: (B, H, L, D) after QK-norm, before RoPE.
+        pe: (B or 1, 1, L, D/2, 2, 2) rotary tables.
+        joint_linear: the block's ``joint1``/``joint2`` linear (2*hidden -> 2*hidden), used if ``joint``.
+    Returns:
+        (B, L, H*D)
+    """
+    q, k = apply_rope(q, k, pe)
+    out = _merge_heads(F.scaled_dot_product_attention(q, k, v))
+    if joint is None:
+        return out
+    layout = joint.layout
+    cross = _merge_heads(F.scaled_dot_product_attention(q, layout.partner(k), layout.partner(v)))
+    mixed = _linear(joint_linear, torch.cat([layout.rgb(cross), layout.depth(cross)], dim=-1))
+    rgb_part, depth_part = mixed.chunk(2, dim=-1)
+    weights = joint.row_weights.to(device=out.device, dtype=out.dtype)[:, None, None]
+    return out + layout.merge(rgb_part, depth_part) * weights
+
+
+def _modulation(mod_lin, lora, vec: Tensor, joint, parts: int) -> list[Tensor]:
+    """Flux ``Modulation``: ``lin(silu(vec))`` split in ``parts`` chunks of (B, 1, hidden)."""
+    return lora_linear(mod_lin, lora, F.silu(vec), joint)[:, None, :].chunk(parts, dim=-1)
+
+
+def _child(addon, *names):
+    for name in names:
+        if addon is None:
+            return None
+        addon = getattr(addon, name)
+    return addon
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+def joint_double_block(block, addon, img: Tensor, txt: Tensor, vec: Tensor, pe: Tensor, joint: JointInputs | None = None):
+    """One double-stream block (BFL ``DoubleStreamBlock``), joint when ``joint`` is given.
+
+    Args:
+        block: module with the BFL double-block attributes (ours or ComfyUI's).
+        addon: the matching ``JointAddons.double_blocks[i]`` (ignored when ``joint`` is None).
+        img: (B, L_img, hidden), txt: (B, L_txt, hidden), vec: (B, hidden), pe: rotary tables for [txt, img].
+    Returns:
+        (img, txt) of the same shapes.
+    """
+    if joint is None:
+        addon = None
+    img_shift1, img_scale1, img_gate1, img_shift2, img_scale2, img_gate2 = _modulation(
+        block.img_mod.lin, _child(addon, "img_mod", "lin"), vec, joint, 6
+    )
+    txt_shift1, txt_scale1, txt_gate1, txt_shift2, txt_scale2, txt_gate2 = _modulation(
+        block.txt_mod.lin, _child(addon, "txt_mod", "lin"), vec, joint, 6
+    )
+    heads = block.num_heads
+
+    img_in = (1 + img_scale1) * block.img_norm1(img) + img_shift1
+    img_q, img_k, img_v = _heads(lora_linear(block.img_attn.qkv, _child(addon, "img_attn", "qkv"), img_in, joint), heads)
+    img_q, img_k = block.img_attn.norm(img_q, img_k, img_v)
+
+    txt_in = (1 + txt_scale1) * block.txt_norm1(txt) + txt_shift1
+    txt_q, txt_k, txt_v = _heads(lora_linear(block.txt_attn.qkv, _child(addon, "txt_attn", "qkv"), txt_in, joint), heads)
+    txt_q, txt_k = block.txt_attn.norm(txt_q, txt_k, txt_v)
+
+    q = torch.cat((txt_q, img_q), dim=2)
+    k = torch.cat((txt_k, img_k), dim=2)
+    v = torch.cat((txt_v, img_v), dim=2)
+    attn = attention(q, k, v, pe, joint, _child(addon, "joint1"))
+    txt_attn, img_attn = attn[:, : txt.shape[1]], attn[:, txt.shape[1] :]
+
+    img = img + img_gate1 * lora_linear(block.img_attn.proj, _child(addon, "img_attn", "proj"), img_attn, joint)
+    img = img + img_gate2 * block.img_mlp((1 + img_scale2) * block.img_norm2(img) + img_shift2)
+    txt = txt + txt_gate1 * lora_linear(block.txt_attn.proj, _child(addon, "txt_attn", "proj"), txt_attn, joint)
+    txt = txt + txt_gate2 * block.txt_mlp((1 + txt_scale2) * block.txt_norm2(txt) + txt_shift2)
+    return img, txt
+
+
+def joint_single_block(block, addon, x: Tensor, vec: Tensor, pe: Tensor, joint: JointInputs | None = None) -> Tensor:
+    """One single-stream block (BFL ``SingleStreamBlock``) on x = [txt, img] tokens (B, L, hidden)."""
+    if joint is None:
+        addon = None
+    shift, scale, gate = _modulation(block.modulation.lin, _child(addon, "modulation", "lin"), vec, joint, 3)
+    x_mod = (1 + scale) * block.pre_norm(x) + shift
+    qkv, mlp = torch.split(
+        lora_linear(block.linear1, _child(addon, "linear1"), x_mod, joint),
+        [3 * block.hidden_size, block.mlp_hidden_dim],
+        dim=-1,
+    )
+    q, k, v = _heads(qkv, block.num_heads)
+    q, k = block.norm(q, k, v)
+    attn = attention(q, k, v, pe, joint, _child(addon, "joint2"))
+    return x + gate * block.linear2(torch.cat((attn, block.mlp_act(mlp)), dim=2))
+
+
+def joint_txt_in(txt_in, addon, context: Tensor, joint: JointInputs | None = None) -> Tensor:
+    """Text projection ``txt_in`` with the depth-branch LoRA (r=1024): (B, T, context) -> (B, T, hidden)."""
+    return lora_linear(txt_in, _child(addon, "txt_in") if joint else None, context, joint)
+
+
+def joint_vector_in(vector_in, addon, y: Tensor, joint: JointInputs | None = None) -> Tensor:
+    """Pooled-text embedder ``vector_in`` (MLPEmbedder) with depth-branch LoRAs on both layers: (B, vec) -> (B, hidden)."""
+    a = _child(addon, "vector_in") if joint else None
+    h = F.silu(lora_linear(vector_in.in_layer, _child(a, "in_layer"), y, joint))
+    return lora_linear(vector_in.out_layer, _child(a, "out_layer"), h, joint)

@@ -1,0 +1,54 @@
+"""Shared fixtures: the official golden_tiny reference, split into the files a user would have."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def golden():
+    """(tensors, meta) of tests/data/golden_tiny.* (copied from ../shared/reference)."""
+    return load_file(str(DATA / "golden_tiny.safetensors")), json.loads((DATA / "golden_tiny.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def golden_files(golden, tmp_path_factory):
+    """The golden base and addon weights written as a BFL Flux file and an official addon file + sidecar."""
+    tensors, _ = golden
+    folder = tmp_path_factory.mktemp("golden")
+    base = {k[len("base.") :]: v for k, v in tensors.items() if k.startswith("base.")}
+    addon = {k[len("addon.") :]: v for k, v in tensors.items() if k.startswith("addon.")}
+    save_file(base, str(folder / "flux1-tiny.safetensors"))
+    save_file(addon, str(folder / "jointdit.safetensors"))
+    (folder / "jointdit.json").write_text(json.dumps({"is_txt_ids_training": False, "is_attnmask_training": False, "depth_transform": "none"}))
+    return folder / "flux1-tiny.safetensors", folder / "jointdit.safetensors"
+
+
+@pytest.fixture(scope="session")
+def golden_model(golden_files):
+    from jointdit_core.checkpoint import load_jointdit
+
+    model, _ = load_jointdit(*golden_files)
+    return model
+
+
+@pytest.fixture(scope="session")
+def golden_inputs(golden):
+    """Inputs shared by every golden case: x, txt/vec repeated for both rows, ids, guidance 3.5."""
+    from jointdit_core.latents import image_ids, text_ids
+
+    tensors, meta = golden
+    h, w = meta["latent_hw"]
+    return {
+        "x": tensors["case.x"],
+        "txt": tensors["case.txt"].repeat(2, 1, 1),
+        "y": tensors["case.vec"].repeat(2, 1),
+        "img_ids": image_ids(2, h, w),
+        "txt_ids": text_ids(2, meta["txt_tokens"]),
+        "guidance": torch.full((2,), meta["guidance"]),
+    }
