@@ -272,7 +272,7 @@ def load_addons(path: str | os.PathLike, config: FluxConfig | None = None, devic
     _, ranks = check_addon_shapes(shapes, config, name=path.name)
     sidecar_path = find_sidecar(path)
     sidecar = read_sidecar(sidecar_path)
-    state = load_file(str(path), device=str(device))
+    state = load_file(str(path), device=_device_name(device))
     bad_dtype = {k for k, v in state.items() if v.dtype not in ADDON_DTYPES}
     if bad_dtype:
         raise AddonFileError(f"{path.name}: tensors of unsupported dtype ({_list(bad_dtype)}); expected bf16, fp16 or fp32")
@@ -280,6 +280,12 @@ def load_addons(path: str | os.PathLike, config: FluxConfig | None = None, devic
     if nonfinite:
         raise AddonFileError(f"{path.name} holds NaN or infinite values in {_list(nonfinite)}: the file is damaged")
     return AddonCheckpoint(state, sidecar, ranks, path, sidecar_path)
+
+
+def _device_name(device) -> str:
+    """Device string safetensors accepts ("cpu:0" -> "cpu")."""
+    device = torch.device(device)
+    return "cpu" if device.type == "cpu" else str(device)
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -347,7 +353,7 @@ def load_flux_weights(path: str | os.PathLike, device="cpu", dtype: torch.dtype 
         read_safetensors_shapes(path)
     except AddonFileError as exc:
         raise WeightFileError(str(exc)) from exc
-    state = strip_prefix(load_file(str(path), device=str(device)))
+    state = strip_prefix(load_file(str(path), device=_device_name(device)))
     try:
         config = FluxConfig.from_state_dict(state)
     except ValueError as exc:
@@ -367,7 +373,7 @@ def load_autoencoder(path: str | os.PathLike, device="cpu", dtype: torch.dtype =
         read_safetensors_shapes(path)
     except AddonFileError as exc:
         raise WeightFileError(str(exc)) from exc
-    state = strip_prefix(load_file(str(path), device=str(device)), marker="encoder.conv_in.weight")
+    state = strip_prefix(load_file(str(path), device=_device_name(device)), marker="encoder.conv_in.weight")
     state = {k[len("first_stage_model.") :] if k.startswith("first_stage_model.") else k: v for k, v in state.items()}
     try:
         config = config or AutoEncoderConfig.from_state_dict(state)

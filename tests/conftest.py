@@ -10,6 +10,15 @@ from safetensors.torch import load_file, save_file
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """The tests use tiny models: one intra-op thread is as fast and does not stall on a busy shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def golden():
     """(tensors, meta) of tests/data/golden_tiny.* (copied from ../shared/reference)."""

@@ -1,7 +1,6 @@
 """Addon files: loading in every stored dtype and under any name, saving, and each refusal."""
 
 import json
-import pickle
 
 import pytest
 import torch
@@ -110,13 +109,16 @@ def test_refuses_truncated_file(tmp_path):
         load_addons(path, TINY)
 
 
-def test_refuses_pickle_file_without_unpickling(tmp_path):
-    class Boom:
-        def __reduce__(self):
-            return (exec, ("raise SystemExit('unpickled!')",))
+# pickle.dumps({"joint1": <object whose unpickling runs exec("raise SystemExit('unpickled!')")>})
+MALICIOUS_PICKLE = (
+    b"\x80\x04\x95F\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x06joint1\x94\x8c\x08builtins\x94\x8c\x04exec"
+    b"\x94\x93\x94\x8c\x1eraise SystemExit('unpickled!')\x94\x85\x94R\x94s."
+)
 
+
+def test_refuses_pickle_file_without_unpickling(tmp_path):
     path = tmp_path / "jointdit.ckpt"
-    path.write_bytes(pickle.dumps({"joint1": Boom()}))
+    path.write_bytes(MALICIOUS_PICKLE)
     with pytest.raises(AddonFileError, match="not a readable safetensors file"):
         load_addons(path, TINY)
 

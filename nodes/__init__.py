@@ -1,0 +1,6 @@
+"""ComfyUI nodes of the JointDiT pack (imported by the pack's ``__init__.py`` only inside ComfyUI).
+
+Modules: :mod:`.folders` (the ``models/jointdit`` folder), :mod:`.model_patch` (LoadJointDiT),
+:mod:`.sampler` (JointSampler), :mod:`.depth` (EncodeDepth, DecodeDepth; pure tensor helpers in
+:mod:`.depth_maps`, which does not need ComfyUI).
+"""

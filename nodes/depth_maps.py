@@ -1,0 +1,88 @@
+"""Depth maps as ComfyUI passes them around, to and from the JointDiT depth branch (torch only, no ComfyUI).
+
+ComfyUI's depth packs and ControlNet preprocessors (Depth Anything V2, MiDaS, Marigold with invert)
+give IMAGE tensors (B, H, W, 3) in [0, 1] with near = bright, i.e. relative disparity: the JointDiT
+training convention (spec section 6). The autoencoder side of ComfyUI's VAE also works on
+(B, H, W, 3) images in [0, 1]. The formulas are :mod:`jointdit_core.depth`'s.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..jointdit_core.depth import disparity_to_model_input, model_output_to_disparity, normalize_disparity
+
+COLORMAPS = ("turbo", "gray")
+
+# Google's Turbo colormap (A. Mikhailov, 2019, Apache-2.0) sampled at 17 evenly spaced points;
+# linear interpolation between them stays within 0.03 of the full 256-entry table.
+_TURBO = torch.tensor(
+    [
+        (0.1900, 0.0718, 0.2322), (0.2511, 0.2524, 0.6337), (0.2763, 0.4212, 0.8912), (0.2586, 0.5796, 0.9988),
+        (0.1584, 0.7355, 0.9231), (0.0927, 0.8655, 0.7623), (0.1966, 0.9490, 0.5947), (0.4278, 0.9942, 0.3857),
+        (0.6436, 0.9900, 0.2336), (0.8047, 0.9245, 0.2046), (0.9330, 0.8124, 0.2267), (0.9931, 0.6741, 0.2035),
+        (0.9836, 0.4929, 0.1285), (0.9211, 0.3149, 0.0548), (0.8161, 0.1846, 0.0181), (0.6645, 0.0844, 0.0042),
+        (0.4796, 0.0158, 0.0106),
+    ]
+)
+
+
+def depth_from_comfy(depth: Tensor) -> Tensor:
+    """A ComfyUI IMAGE (B, H, W, C) or MASK (B, H, W) / (H, W) depth map -> (B, H, W) float32.
+
+    IMAGE: mean of the first three channels (grey depth maps have three equal channels; alpha ignored).
+
+    Raises:
+        ValueError: other shapes.
+    """
+    if depth.ndim == 2:
+        return depth[None].float()
+    if depth.ndim == 3:
+        return depth.float()
+    if depth.ndim == 4 and depth.shape[-1] in (1, 3, 4):
+        return depth[..., :3].float().mean(dim=-1)
+    raise ValueError(f"a depth map must be an IMAGE (B, H, W, 3) or a MASK (B, H, W); got shape {tuple(depth.shape)}")
+
+
+def depth_to_vae_pixels(depth: Tensor, near_is_bright: bool = True, normalize: bool = True, depth_transform: str = "none") -> Tensor:
+    """(B, H, W) depth map -> (B, H, W, 3) pixels in [0, 1] for ``VAE.encode`` (the depth branch input).
+
+    Args:
+        depth: any range if ``normalize`` (per-image min-max, :func:`normalize_disparity`), else [0, 1].
+        near_is_bright: True for disparity-like maps (Depth Anything, MiDaS, Marigold with invert);
+            False for depth-like maps (near = dark), which are flipped (``1 - d``) after normalising.
+        depth_transform: the addon's sidecar value, "none" or "inverse" (official ``1 - d``).
+    Raises:
+        ValueError: values outside [0, 1] with ``normalize`` off, NaN, or an unknown ``depth_transform``.
+    """
+    d = normalize_disparity(depth) if normalize else depth.float()
+    if not normalize and (d.min() < 0 or d.max() > 1):
+        raise ValueError("depth values lie outside [0, 1]: switch 'normalize' on")
+    if not near_is_bright:
+        d = 1.0 - d
+    x = disparity_to_model_input(d, depth_transform)  # (B, 3, H, W) in [-1, 1]
+    return ((x + 1) / 2).permute(0, 2, 3, 1).contiguous()
+
+
+def vae_pixels_to_depth(pixels: Tensor, depth_transform: str = "none") -> Tensor:
+    """``VAE.decode`` output (B, H, W, C) in [0, 1] -> depth (B, H, W) in [0, 1], near = 1 (bright).
+
+    Clamp, mean over the three channels, undo the "inverse" transform (spec section 6).
+    """
+    x = pixels[..., :3].float().permute(0, 3, 1, 2) * 2 - 1
+    return model_output_to_disparity(x, depth_transform)
+
+
+def colorize(depth01: Tensor, colormap: str = "turbo") -> Tensor:
+    """(B, H, W) values in [0, 1] -> (B, H, W, 3) colours in [0, 1]. Raises ValueError for an unknown colormap."""
+    d = depth01.float().clamp(0, 1)
+    if colormap == "gray":
+        return d[..., None].expand(*d.shape, 3).contiguous()
+    if colormap != "turbo":
+        raise ValueError(f"unknown colormap {colormap!r}; choose one of {COLORMAPS}")
+    pos = d * (len(_TURBO) - 1)
+    lo = pos.floor().long().clamp(max=len(_TURBO) - 2)
+    frac = (pos - lo)[..., None]
+    table = _TURBO.to(d.device)
+    return table[lo] * (1 - frac) + table[lo + 1] * frac

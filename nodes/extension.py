@@ -1,0 +1,23 @@
+"""The pack's V3 entry point: registers the ``models/jointdit`` folder and lists the nodes."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from .folders import register_folder
+
+register_folder()
+
+from .depth import DecodeDepth, EncodeDepth  # noqa: E402  (the folder must exist before the node schemas list it)
+from .model_patch import LoadJointDiT  # noqa: E402
+from .sampler import JointSampler  # noqa: E402
+
+
+class JointDiTExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [LoadJointDiT, JointSampler, EncodeDepth, DecodeDepth]
+
+
+async def comfy_entrypoint() -> JointDiTExtension:
+    """Called by ComfyUI when it loads the pack from ``custom_nodes``."""
+    return JointDiTExtension()

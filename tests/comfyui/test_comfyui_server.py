@@ -1,0 +1,332 @@
+"""A headless ComfyUI with the pack installed serves the shipped API workflows over HTTP.
+
+The server is started like ComfyUI's own tests start it (``python main.py`` on 127.0.0.1 and a free
+port), with ``--base-directory`` pointing at a temporary folder holding:
+
+* ``custom_nodes/ComfyUI-JointDiT`` -> this repository, and a test-only node emitting fixed text
+  embeddings of FLUX.1's widths (T5-XXL cannot be made small for ComfyUI's loaders);
+* random models in the official file layouts under the official names: ``flux1-dev.safetensors``
+  (full width, 1 double + 1 single block: the smallest FLUX that UNETLoader's detection accepts),
+  ``ae.safetensors`` (full-size autoencoder), ``jointdit_addons.safetensors`` + ``.json`` (the
+  official addon file's block-0 subset), a kohya-format LoRA;
+* ``input/astronaut_128.png`` (tests/data, public domain).
+
+The depth-estimation workflow from ``workflows/api`` is queued through ``/prompt`` with the text
+nodes swapped for the test node, a 128x128 size and 2 steps; then with a LoRA, with CFG > 1, and an
+interrupted run followed by a normal one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from comfyui_harness import REPO, comfyui_path
+from PIL import Image
+from safetensors.torch import save_file
+
+DATA = REPO / "tests" / "data"
+BLOCK = re.compile(r"(double|single)_blocks\.(\d+)\.")
+TEST_NODE = '''
+import torch
+
+class JointDiTTestConditioning:
+    """Test only: fixed random FLUX.1 text conditioning (T5-XXL tokens 4096 wide, CLIP-L pooled 768)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31}), "tokens": ("INT", {"default": 8, "min": 1, "max": 512})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "make"
+    CATEGORY = "testing"
+
+    def make(self, seed, tokens):
+        g = torch.Generator().manual_seed(seed)
+        return ([[torch.randn(1, tokens, 4096, generator=g), {"pooled_output": torch.randn(1, 768, generator=g)}]],)
+
+NODE_CLASS_MAPPINGS = {"JointDiTTestConditioning": JointDiTTestConditioning}
+'''
+
+
+def _first_block_only(shapes: dict) -> dict:
+    return {k: v for k, v in shapes.items() if not (m := BLOCK.match(k)) or m.group(2) == "0"}
+
+
+def _random(shapes: dict, seed: int, kind: str) -> dict:
+    """Random bf16 tensors: linear/conv weights ~ N(0, 1/fan_in), norms 1, biases 0; addons all non-zero."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name in sorted(shapes):
+        shape = shapes[name]
+        if name.endswith(".scale") or (kind == "ae" and "norm" in name and name.endswith(".weight")):
+            t = torch.ones(shape)
+        elif name.endswith(".bias"):
+            t = torch.zeros(shape)
+        else:
+            t = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
+            if kind == "addon":
+                t *= 0.5
+        out[name] = t.to(torch.bfloat16)
+    return out
+
+
+def _write_models(models: Path) -> None:
+    keys = json.loads((DATA / "official_keys.json").read_text())
+    for folder in ("diffusion_models", "vae", "jointdit", "loras", "text_encoders"):
+        (models / folder).mkdir(parents=True, exist_ok=True)
+    save_file(_random(_first_block_only(keys["flux_dev_base"]), 0, "flux"), str(models / "diffusion_models" / "flux1-dev.safetensors"))
+    save_file(_random(_first_block_only(keys["jointdit_addons"]), 1, "addon"), str(models / "jointdit" / "jointdit_addons.safetensors"))
+    (models / "jointdit" / "jointdit_addons.json").write_text(
+        json.dumps({"is_txt_ids_training": False, "is_attnmask_training": False, "depth_transform": "none"})
+    )
+    from jointdit_core.autoencoder import AutoEncoder
+    from jointdit_core.config import AutoEncoderConfig
+
+    with torch.device("meta"):
+        ae_shapes = {k: list(v.shape) for k, v in AutoEncoder(AutoEncoderConfig()).state_dict().items()}
+    save_file(_random(ae_shapes, 2, "ae"), str(models / "vae" / "ae.safetensors"))
+    g = torch.Generator().manual_seed(3)
+    lora = {}
+    for key, out_features in (("double_blocks_0_img_attn_qkv", 9216), ("single_blocks_0_linear1", 21504)):
+        lora[f"lora_unet_{key}.lora_down.weight"] = (torch.randn(8, 3072, generator=g) / math.sqrt(3072)).to(torch.bfloat16)
+        lora[f"lora_unet_{key}.lora_up.weight"] = (torch.randn(out_features, 8, generator=g) * 0.3).to(torch.bfloat16)
+        lora[f"lora_unet_{key}.alpha"] = torch.tensor(8.0)
+    save_file(lora, str(models / "loras" / "test_lora.safetensors"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Client:
+    """Minimal HTTP client of a ComfyUI server (the /prompt, /history, /interrupt, /object_info API)."""
+
+    def __init__(self, url: str, base: Path, log: Path):
+        self.url, self.base, self.log = url, base, log
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            return json.load(response)
+
+    def post(self, path: str, data: dict):
+        request = urllib.request.Request(self.url + path, data=json.dumps(data).encode(), headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                body = response.read()
+                return json.loads(body) if body else None
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"POST {path} -> {exc.code}: {exc.read().decode()[:2000]}") from exc
+
+    def queue(self, prompt: dict) -> str:
+        return self.post("/prompt", {"prompt": prompt, "client_id": "jointdit-tests"})["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = 600) -> dict:
+        end = time.time() + timeout
+        while time.time() < end:
+            history = self.get(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+                entry = history[prompt_id]
+                if entry["status"]["status_str"] in ("success", "error"):
+                    return entry
+            time.sleep(0.5)
+        raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s; server log tail:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+    def images(self, entry: dict, node_id: str) -> list[Path]:
+        found = []
+        for image in entry["outputs"].get(node_id, {}).get("images", []):
+            folder = {"output": "output", "temp": "temp"}[image["type"]]
+            found.append(self.base / folder / image["subfolder"] / image["filename"])
+        return found
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    path = comfyui_path()
+    base = tmp_path_factory.mktemp("comfy_base")
+    _write_models(base / "models")
+    extra = base / "extra" / "jointdit_models"
+    extra.mkdir(parents=True)
+    os.link(base / "models" / "jointdit" / "jointdit_addons.safetensors", extra / "extra_addons.safetensors")
+    (base / "extra_model_paths.yaml").write_text(f"jointdit_test:\n    base_path: {base / 'extra'}\n    jointdit: jointdit_models\n")
+    custom = base / "custom_nodes"
+    custom.mkdir()
+    try:
+        (custom / "ComfyUI-JointDiT").symlink_to(REPO, target_is_directory=True)
+    except OSError:  # no symlinks (e.g. Windows without privileges): copy what ComfyUI loads
+        shutil.copytree(REPO, custom / "ComfyUI-JointDiT", ignore=shutil.ignore_patterns(".git", "tests", "__pycache__"))
+    (custom / "jointdit_test_nodes.py").write_text(TEST_NODE)
+    (base / "input").mkdir()
+    shutil.copy(DATA / "astronaut_128.png", base / "input" / "astronaut_128.png")
+    port = _free_port()
+    log = base / "server.log"
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, str(path / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+             "--base-directory", str(base), "--extra-model-paths-config", str(base / "extra_model_paths.yaml")],
+            cwd=str(path), stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    client = Client(f"http://127.0.0.1:{port}", base, log)
+    try:
+        end = time.time() + 300
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"ComfyUI exited with {process.returncode}:\n{client.log_tail()}")
+            try:
+                client.get("/system_stats")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if time.time() > end:
+                    pytest.fail(f"ComfyUI did not start in 300 s:\n{client.log_tail()}")
+                time.sleep(1)
+        yield client
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _make_workflows_module():
+    spec = importlib.util.spec_from_file_location("make_workflows", REPO / "scripts" / "make_workflows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def adapted_graph(name: str, variant: str = "plain", steps: int = 2, seed: int = 42) -> dict:
+    """A shipped API workflow adapted to the test models: test conditioning, the 128x128 photo, few steps."""
+    graph = json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
+    by_type = {node["class_type"]: nid for nid, node in graph.items()}
+    del graph[by_type["DualCLIPLoader"]]
+    graph[by_type["CLIPTextEncode"]] = {"class_type": "JointDiTTestConditioning", "inputs": {"seed": 0, "tokens": 8}}
+    if "LoadImage" in by_type:
+        graph[by_type["LoadImage"]]["inputs"]["image"] = "astronaut_128.png"
+        graph[by_type["ImageScale"]]["inputs"].update(width=128, height=128)
+    sampler = graph[by_type["JointSampler"]]["inputs"]
+    sampler.update(steps=steps, seed=seed, width=128, height=128)
+    for node in graph.values():
+        if node["class_type"] == "SaveImage":
+            node["inputs"]["filename_prefix"] = f"test/{name}_{variant}_{node['inputs']['filename_prefix'].split('/')[-1]}"
+    if variant == "lora":
+        joint = by_type["LoadJointDiT"]
+        for node in graph.values():
+            for key, value in node["inputs"].items():
+                if value == [joint, 0]:
+                    node["inputs"][key] = ["90", 0]
+        graph["90"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": [joint, 0], "lora_name": "test_lora.safetensors", "strength_model": 1.0}}
+    if variant == "cfg":
+        graph["91"] = {"class_type": "JointDiTTestConditioning", "inputs": {"seed": 1, "tokens": 8}}
+        sampler.update(cfg=2.5, negative=["91", 0])
+    return graph
+
+
+def depth_graph(variant: str = "plain", steps: int = 2, seed: int = 42) -> tuple[dict, str]:
+    """The depth-estimation workflow adapted to the test; returns (graph, id of its SaveImage node)."""
+    graph = adapted_graph("depth_estimation", variant, steps, seed)
+    return graph, next(nid for nid, node in graph.items() if node["class_type"] == "SaveImage")
+
+
+def _png(client: Client, entry: dict, save: str) -> np.ndarray:
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{client.log_tail()}"
+    paths = client.images(entry, save)
+    assert len(paths) == 1 and paths[0].is_file(), entry["outputs"]
+    return np.asarray(Image.open(paths[0]).convert("RGB"))
+
+
+def _depth_png(client: Client, entry: dict, save: str) -> np.ndarray:
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{client.log_tail()}"
+    paths = client.images(entry, save)
+    assert len(paths) == 1 and paths[0].is_file(), entry["outputs"]
+    image = np.asarray(Image.open(paths[0]).convert("RGB"))
+    assert image.shape == (128, 128, 3)
+    assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()  # grey depth map
+    return image[..., 0]
+
+
+def test_nodes_folders_and_templates_are_served(server):
+    info = server.get("/object_info")
+    for name in ("LoadJointDiT", "JointSampler", "EncodeDepth", "DecodeDepth"):
+        assert name in info, name
+    addons = info["LoadJointDiT"]["input"]["required"]["addon_name"][1]["options"]
+    assert "jointdit_addons.safetensors" in addons  # models/jointdit under --base-directory
+    assert "extra_addons.safetensors" in addons  # a jointdit folder from extra_model_paths.yaml
+    assert info["JointSampler"]["output_name"] == ["rgb", "depth"]
+    templates = server.get("/workflow_templates")
+    assert sorted(templates["ComfyUI-JointDiT"]) == ["depth_estimation", "depth_to_image", "joint_generation"]
+    shipped = server.get("/api/workflow_templates/ComfyUI-JointDiT/depth_estimation.json")
+    assert shipped == json.loads((REPO / "example_workflows" / "depth_estimation.json").read_text())
+    # the UI files carry the widget values of the API files, in the order this ComfyUI lays widgets out
+    make = _make_workflows_module()
+    for name, graph in make.WORKFLOWS.items():
+        ui = json.loads((REPO / "workflows" / "ui" / f"{name}.json").read_text())
+        for node in ui["nodes"]:
+            api = graph[str(node["id"])]
+            assert node["type"] == api["class_type"] and node["type"] in info
+            assert node["widgets_values"] == make.widget_values(info[node["type"]], api["inputs"]), (name, node["type"])
+
+
+def test_depth_estimation_workflow_plain_lora_and_cfg(server):
+    outputs = {}
+    for variant in ("plain", "lora", "cfg"):
+        graph, save = depth_graph(variant)
+        started = time.time()
+        entry = server.wait(server.queue(graph))
+        outputs[variant] = _depth_png(server, entry, save)
+        print(f"{variant}: {time.time() - started:.1f} s")
+    assert "lora key not loaded" not in server.log.read_text()
+    assert np.abs(outputs["lora"].astype(int) - outputs["plain"]).max() > 0
+    assert np.abs(outputs["cfg"].astype(int) - outputs["plain"]).max() > 0
+    assert outputs["plain"].std() > 0  # a depth map, not a constant image
+
+
+def test_interrupted_run_leaves_the_server_serving(server):
+    graph, _ = depth_graph("long", steps=500, seed=7)
+    loads_before = server.log.read_text().count("Requested to load Flux")
+    prompt_id = server.queue(graph)
+    end = time.time() + 120
+    while server.log.read_text().count("Requested to load Flux") == loads_before:  # JointSampler is loading the model
+        assert time.time() < end, f"the long prompt never reached the sampler:\n{server.log_tail()}"
+        time.sleep(0.2)
+    time.sleep(3)  # into the 500 steps (seconds each on a CPU)
+    started = time.time()
+    server.post("/interrupt", {})
+    entry = server.wait(prompt_id, timeout=300)
+    assert entry["status"]["status_str"] == "error"
+    interrupted = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_interrupted"]
+    assert interrupted and interrupted[0]["node_type"] == "JointSampler", entry["status"]["messages"]
+    assert time.time() - started < 60
+    graph, save = depth_graph("after_interrupt", seed=8)
+    _depth_png(server, server.wait(server.queue(graph)), save)
+
+
+@pytest.mark.parametrize("name", ["joint_generation", "depth_to_image"])
+def test_other_shipped_workflows_run(server, name):
+    graph = adapted_graph(name)
+    entry = server.wait(server.queue(graph))
+    saves = sorted((nid for nid, node in graph.items() if node["class_type"] == "SaveImage"), key=int)
+    images = [_png(server, entry, nid) for nid in saves]
+    assert all(image.shape == (128, 128, 3) for image in images)
+    if name == "joint_generation":  # an rgb image and a grey depth map
+        rgb, depth = images
+        assert (depth[..., 0] == depth[..., 2]).all() and not (rgb[..., 0] == rgb[..., 2]).all()

@@ -1,0 +1,120 @@
+"""The ComfyUI pack without ComfyUI: safe import, depth-map conventions of the depth nodes, shipped workflows.
+
+The pack is imported the way ComfyUI imports a custom node (its ``__init__.py`` as a package), under a
+unique name: its ``nodes`` folder must never shadow ComfyUI's top-level ``nodes`` module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK = "comfyui_jointdit_plain"
+WORKFLOWS = ("joint_generation", "depth_estimation", "depth_to_image")
+OFFICIAL_FILES = {"flux1-dev.safetensors", "ae.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors", "jointdit_addons.safetensors"}
+
+
+@pytest.fixture(scope="module")
+def pack():
+    if importlib.util.find_spec("comfy_api") is not None:
+        pytest.skip("ComfyUI is importable here; tests/comfy covers the pack inside ComfyUI")
+    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def maps(pack):
+    return importlib.import_module(f"{PACK}.nodes.depth_maps")
+
+
+def test_pack_imports_without_comfyui_and_registers_nothing(pack):
+    assert not hasattr(pack, "comfy_entrypoint")
+    assert "comfy" not in sys.modules and "comfy_api" not in sys.modules
+    assert f"{PACK}.nodes.extension" not in sys.modules
+
+
+def test_encode_depth_pixels_follow_the_training_convention(maps):
+    disparity = torch.tensor([[[2.0, 4.0], [6.0, 10.0]]])  # any range, near = large
+    image = disparity[..., None].expand(1, 2, 2, 3) / 10  # a ComfyUI IMAGE from a depth pack
+    pixels = maps.depth_to_vae_pixels(maps.depth_from_comfy(image))
+    assert pixels.shape == (1, 2, 2, 3)
+    assert torch.allclose(pixels[..., 0], torch.tensor([[[0.0, 0.25], [0.5, 1.0]]]))  # min-max, near = 1
+    assert torch.equal(pixels[..., 0], pixels[..., 2])
+    inverse = maps.depth_to_vae_pixels(maps.depth_from_comfy(image), depth_transform="inverse")
+    assert torch.allclose(inverse, 1 - pixels)
+    depth_like = maps.depth_to_vae_pixels(maps.depth_from_comfy(1 - image), near_is_bright=False)  # near = dark input
+    assert torch.allclose(depth_like, pixels, atol=1e-6)
+    mask = maps.depth_to_vae_pixels(maps.depth_from_comfy(disparity[0]))  # a MASK without batch dim
+    assert torch.allclose(mask, pixels)
+    with pytest.raises(ValueError, match="normalize"):
+        maps.depth_to_vae_pixels(disparity, normalize=False)
+    with pytest.raises(ValueError, match="IMAGE"):
+        maps.depth_from_comfy(torch.zeros(1, 2, 2, 2, 2))
+
+
+def test_decode_depth_inverts_encode_and_undoes_the_transform(maps):
+    d = torch.rand(2, 5, 7)
+    for transform in ("none", "inverse"):
+        pixels = maps.depth_to_vae_pixels(d, normalize=False, depth_transform=transform)
+        assert torch.allclose(maps.vae_pixels_to_depth(pixels, transform), d, atol=1e-6)
+    noisy = torch.stack([torch.full((4, 4), 0.2), torch.full((4, 4), 0.4), torch.full((4, 4), 0.9)], dim=-1)[None]
+    assert torch.allclose(maps.vae_pixels_to_depth(noisy), torch.full((1, 4, 4), 0.5))  # channel mean
+
+
+def test_colormap_is_turbo_and_gray(maps):
+    d = torch.tensor([[[0.0, 0.5, 1.0]]])
+    turbo = maps.colorize(d, "turbo")
+    assert turbo.shape == (1, 1, 3, 3)
+    assert torch.allclose(turbo[0, 0, 0], torch.tensor([0.1900, 0.0718, 0.2322]))  # dark blue: far
+    assert torch.allclose(turbo[0, 0, 2], torch.tensor([0.4796, 0.0158, 0.0106]))  # dark red: near
+    assert turbo[0, 0, 1, 1] > 0.95  # green-yellow middle
+    assert torch.equal(maps.colorize(d, "gray")[..., 1], d)
+    with pytest.raises(ValueError, match="colormap"):
+        maps.colorize(d, "jet")
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_ui_and_api_workflows_describe_the_same_graph(name):
+    api = _load(ROOT / "workflows" / "api" / f"{name}.json")
+    ui = _load(ROOT / "workflows" / "ui" / f"{name}.json")
+    assert _load(ROOT / "example_workflows" / f"{name}.json") == ui
+    nodes = {str(n["id"]): n for n in ui["nodes"]}
+    assert {k: n["type"] for k, n in nodes.items()} == {k: n["class_type"] for k, n in api.items()}
+    api_links = {(k, name_, tuple(v)) for k, n in api.items() for name_, v in n["inputs"].items() if isinstance(v, list)}
+    ui_links = set()
+    for link_id, source, slot, target, target_slot, kind in ui["links"]:
+        entry = nodes[str(target)]["inputs"][target_slot]
+        assert entry["link"] == link_id and entry["type"] == kind
+        assert link_id in nodes[str(source)]["outputs"][slot]["links"]
+        ui_links.add((str(target), entry["name"], (str(source), slot)))
+    assert ui_links == api_links
+    for k, node in api.items():  # every widget value of the API graph is in the UI node
+        values = nodes[k]["widgets_values"]
+        for value in (v for v in node["inputs"].values() if not isinstance(v, list)):
+            assert value in values, (name, node["class_type"], value)
+
+
+def test_workflows_use_the_official_files_and_the_pack_nodes():
+    used, types = set(), set()
+    for name in WORKFLOWS:
+        for node in _load(ROOT / "workflows" / "api" / f"{name}.json").values():
+            types.add(node["class_type"])
+            used |= {v for v in node["inputs"].values() if isinstance(v, str) and v.endswith(".safetensors")}
+    assert used == OFFICIAL_FILES
+    assert {"LoadJointDiT", "JointSampler", "EncodeDepth", "DecodeDepth", "UNETLoader", "DualCLIPLoader", "VAELoader"} <= types
+    tasks = {n["inputs"]["task"] for w in WORKFLOWS for n in _load(ROOT / "workflows" / "api" / f"{w}.json").values() if n["class_type"] == "JointSampler"}
+    assert tasks == set(WORKFLOWS)
