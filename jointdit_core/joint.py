@@ -222,8 +222,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, pe: Tensor, joint: JointInputs | 
     if joint is None:
         return out
     layout = joint.layout
-    cross = _merge_heads(F.scaled_dot_product_attention(q, layout.partner(k), layout.partner(v)))
-    mixed = _linear(joint_linear, torch.cat([layout.rgb(cross), layout.depth(cross)], dim=-1))
+    # rgb queries attend to the depth row's keys/values and vice versa (slices, no copies, in the official layout)
+    cross_rgb = F.scaled_dot_product_attention(layout.rgb(q), layout.depth(k), layout.depth(v))
+    cross_depth = F.scaled_dot_product_attention(layout.depth(q), layout.rgb(k), layout.rgb(v))
+    mixed = _linear(joint_linear, torch.cat([_merge_heads(cross_rgb), _merge_heads(cross_depth)], dim=-1))
     rgb_part, depth_part = mixed.chunk(2, dim=-1)
     weights = joint.row_weights.to(device=out.device, dtype=out.dtype)[:, None, None]
     return out + layout.merge(rgb_part, depth_part) * weights
