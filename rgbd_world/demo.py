@@ -1,0 +1,249 @@
+"""The demo: the shipped small JointDiT runs the three tasks on the RGB-D world, on a CPU, in seconds.
+
+    python -m rgbd_world.demo --out demo_output [--model rgbd_world/model] [--steps 20] [--seed 0]
+
+1. joint generation: RGB + depth from a few captions;
+2. depth estimation: depth of held-out test scenes (never trained on), scored against their exact
+   depth (AbsRel, delta1; protocol in :mod:`rgbd_world.metrics`), next to the trivial baseline;
+3. depth-to-image: images from held-out depth maps and their captions.
+
+For 1 and 3 the model also re-estimates the depth of its own generated images (the cycle AbsRel:
+how well the image it drew fits the depth it drew or was given).
+
+Writes PNGs (rgb; depth as grayscale disparity, near = white; depth colour-mapped, near = yellow),
+``overview.png`` (everything on one sheet), ``summary.md`` and ``summary.json`` (what ran, timings,
+metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .metrics import evaluate_disparity, mean_metrics
+from .stack import DEFAULT_MODEL_DIR, depth_estimation, depth_to_image, held_out_scenes, joint_generation, load_baseline, load_stack
+
+CAPTIONS = [
+    "a large red sphere",
+    "a blue cube left of a yellow cone",
+    "two green cylinders on a checkered floor",
+    "a small white cone in front of a large purple cube",
+]
+DEPTH_ESTIMATION_START, DEPTH_TO_IMAGE_START = 0, 100  # offsets inside the test split
+NEAR_DEPTH = 2.4  # median nearest z-depth of the world's scenes (metres), for the joint-generation cycle check
+# viridis (CC0) sampled at 0, 1/8, ..., 1; linear interpolation in between
+VIRIDIS = np.array(
+    [[68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142], [38, 130, 142], [31, 158, 137], [53, 183, 121], [109, 205, 89], [253, 231, 37]],
+    dtype=np.float64,
+)
+VIRIDIS[7] = [180, 222, 44]  # 7/8
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """(H, W) values in [0, 1] -> (H, W, 3) uint8 viridis colours (clamped; 0 = dark purple, 1 = yellow)."""
+    v = np.clip(np.asarray(values, np.float64), 0, 1) * (len(VIRIDIS) - 1)
+    lo = np.floor(v).astype(int).clip(0, len(VIRIDIS) - 2)
+    frac = (v - lo)[..., None]
+    return np.round(VIRIDIS[lo] * (1 - frac) + VIRIDIS[lo + 1] * frac).astype(np.uint8)
+
+
+def gray(disparity: np.ndarray) -> np.ndarray:
+    """(H, W) disparity in [0, 1] -> (H, W) uint8 grayscale (near = white)."""
+    return np.round(np.clip(disparity, 0, 1) * 255).astype(np.uint8)
+
+
+def save_depth(folder: Path, stem: str, disparity: np.ndarray) -> list[str]:
+    """Write ``stem``_depth.png (grayscale) and ``stem``_depth_color.png; returns the file names."""
+    Image.fromarray(gray(disparity)).save(folder / f"{stem}_depth.png")
+    Image.fromarray(colormap(disparity)).save(folder / f"{stem}_depth_color.png")
+    return [f"{stem}_depth.png", f"{stem}_depth_color.png"]
+
+
+def normalised(disparity: np.ndarray) -> np.ndarray:
+    """Min-max normalise a disparity map to [0, 1] (for display of ground truth)."""
+    lo, hi = float(disparity.min()), float(disparity.max())
+    return (disparity - lo) / (hi - lo) if hi > lo else np.zeros_like(disparity)
+
+
+def sheet(rows: list[list[np.ndarray]], zoom: int = 3) -> Image.Image:
+    """Grid of (H, W, 3) uint8 tiles (rows may differ in length), nearest-neighbour zoomed."""
+    width = max(len(r) for r in rows)
+    blank = np.full_like(rows[0][0], 255)
+    grid = np.concatenate([np.concatenate(r + [blank] * (width - len(r)), axis=1) for r in rows], axis=0)
+    img = Image.fromarray(grid)
+    return img.resize((img.width * zoom, img.height * zoom), Image.NEAREST)
+
+
+def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: int = 20, seed: int = 0, count: int = 6, variant: str | None = None) -> dict:
+    """Run the three tasks and write everything under ``out``; returns the summary dict."""
+    t_start = time.time()
+    out = Path(out)
+    for sub in ("joint_generation", "depth_estimation", "depth_to_image"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    stack = load_stack(model_dir, variant)
+    timings = {"load": round(time.time() - t0, 2)}
+    summary = {"model": str(model_dir), "variant": stack.variant, "asw_strength": stack.asw_strength, "steps": steps, "seed": seed, "guidance": stack.guidance}
+    files: list[str] = []
+    overview: list[list[np.ndarray]] = []
+    rgb3 = lambda d: np.repeat(gray(d)[..., None], 3, axis=2)  # noqa: E731
+
+    # 1. joint generation
+    t0 = time.time()
+    rgb, disp = joint_generation(stack, CAPTIONS, steps=steps, seed=seed)
+    timings["joint_generation"] = round(time.time() - t0, 2)
+    cycle = depth_estimation(stack, rgb, steps=steps, seed=seed + 1)
+    joint = []
+    for i, caption in enumerate(CAPTIONS):
+        stem = f"{i:02d}"
+        Image.fromarray(rgb[i]).save(out / "joint_generation" / f"{stem}_rgb.png")
+        names = [f"{stem}_rgb.png"] + save_depth(out / "joint_generation", stem, disp[i])
+        files += [f"joint_generation/{n}" for n in names]
+        joint.append({"caption": caption, "files": names, "cycle_abs_rel": _cycle_abs_rel(cycle[i], disp[i])})
+    overview.append([t for i in range(len(CAPTIONS)) for t in (rgb[i], colormap(disp[i]))])
+    summary["joint_generation"] = joint
+
+    # 2. depth estimation on held-out scenes
+    scenes = held_out_scenes(count, start=DEPTH_ESTIMATION_START, size=stack.manifest["resolution"])
+    t0 = time.time()
+    pred = depth_estimation(stack, np.stack([s.rgb for s in scenes]), steps=steps, seed=seed)
+    timings["depth_estimation"] = round(time.time() - t0, 2)
+    baseline = load_baseline(model_dir)
+    estimates, ours, base = [], [], []
+    for i, s in enumerate(scenes):
+        stem = f"{i:02d}"
+        Image.fromarray(s.rgb).save(out / "depth_estimation" / f"{stem}_input.png")
+        names = [f"{stem}_input.png"] + save_depth(out / "depth_estimation", stem, pred[i])
+        gt = normalised(1.0 / s.depth)
+        Image.fromarray(colormap(gt)).save(out / "depth_estimation" / f"{stem}_ground_truth_color.png")
+        names.append(f"{stem}_ground_truth_color.png")
+        files += [f"depth_estimation/{n}" for n in names]
+        m, b = evaluate_disparity(pred[i], s.depth), evaluate_disparity(baseline, s.depth)
+        ours.append(m)
+        base.append(b)
+        estimates.append({"scene": s.index, "caption": s.caption, "files": names, "abs_rel": m["abs_rel"], "delta1": m["delta1"], "baseline_abs_rel": b["abs_rel"]})
+    overview.append([t for i, s in enumerate(scenes) for t in (s.rgb, colormap(pred[i]))])
+    overview.append([t for s in scenes for t in (colormap(normalised(1.0 / s.depth)), np.full_like(s.rgb, 255))])
+    summary["depth_estimation"] = {"scenes": estimates, "mean": mean_metrics(ours), "baseline_mean": mean_metrics(base)}
+
+    # 3. depth-to-image from held-out depth maps
+    scenes = held_out_scenes(len(CAPTIONS), start=DEPTH_TO_IMAGE_START, size=stack.manifest["resolution"])
+    cond = np.stack([normalised(1.0 / s.depth).astype(np.float32) for s in scenes])
+    t0 = time.time()
+    images = depth_to_image(stack, cond, [s.caption for s in scenes], steps=steps, seed=seed)
+    timings["depth_to_image"] = round(time.time() - t0, 2)
+    cycle = depth_estimation(stack, images, steps=steps, seed=seed + 1)
+    d2i = []
+    for i, s in enumerate(scenes):
+        stem = f"{i:02d}"
+        names = save_depth(out / "depth_to_image", f"{stem}_input", cond[i])
+        Image.fromarray(images[i]).save(out / "depth_to_image" / f"{stem}_rgb.png")
+        Image.fromarray(s.rgb).save(out / "depth_to_image" / f"{stem}_original.png")
+        names += [f"{stem}_rgb.png", f"{stem}_original.png"]
+        files += [f"depth_to_image/{n}" for n in names]
+        d2i.append({"scene": s.index, "caption": s.caption, "files": names, "cycle_abs_rel": evaluate_disparity(cycle[i], s.depth)["abs_rel"]})
+    overview.append([t for i in range(len(scenes)) for t in (colormap(cond[i]), images[i])])
+    summary["depth_to_image"] = d2i
+
+    sheet(overview).save(out / "overview.png")
+    files.append("overview.png")
+    timings["total"] = round(time.time() - t_start, 2)
+    summary.update(timings=timings, files=files, platform=platform.platform(), python=platform.python_version())
+    import torch
+
+    summary["torch"] = torch.__version__
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "summary.md").write_text(summary_markdown(summary))
+    summary["files"] += ["summary.json", "summary.md"]
+    return summary
+
+
+def _cycle_abs_rel(estimated: np.ndarray, reference: np.ndarray) -> float:
+    """AbsRel of a re-estimated disparity against a generated one (both normalised, [0, 1]).
+
+    The generated map has no metric scale; it is read as a world scene's normalised disparity whose
+    nearest pixel is at ``NEAR_DEPTH`` (the median nearest depth of the world's scenes) and whose
+    farthest is at the backdrop: ``1/z = 1/FAR + d * (1/NEAR_DEPTH - 1/FAR)``. Pixels at d = 0 count as sky.
+    """
+    from .scenes import FAR
+
+    disparity = 1.0 / FAR + np.clip(reference, 0, 1) * (1.0 / NEAR_DEPTH - 1.0 / FAR)
+    depth = np.where(reference <= 0, FAR, 1.0 / disparity)
+    return evaluate_disparity(estimated, depth)["abs_rel"]
+
+
+def summary_markdown(s: dict) -> str:
+    """The summary as Markdown."""
+    t = s["timings"]
+    de = s["depth_estimation"]
+    lines = [
+        "# JointDiT demo on the RGB-D world",
+        "",
+        f"Model `{s['model']}`, addons `{s['variant']}` (ASW strength {s['asw_strength']}), {s['steps']} Euler steps, "
+        f"guidance {s['guidance']}, seed {s['seed']}; torch {s['torch']} on {s['platform']}.",
+        "",
+        "| task | seconds |",
+        "| --- | --- |",
+        f"| load model | {t['load']} |",
+        f"| joint generation ({len(s['joint_generation'])} captions) | {t['joint_generation']} |",
+        f"| depth estimation ({len(de['scenes'])} test scenes) | {t['depth_estimation']} |",
+        f"| depth-to-image ({len(s['depth_to_image'])} test depth maps) | {t['depth_to_image']} |",
+        f"| whole demo (with the cycle checks and file writing) | {t['total']} |",
+        "",
+        "## Depth estimation on held-out scenes",
+        "",
+        "Protocol: sky excluded; per-image least-squares scale and shift of the disparity against 1/z; depth clipped "
+        "to (0, FAR]; AbsRel (lower is better) and delta1 (higher is better). Baseline: the mean training disparity map.",
+        "",
+        "| scene | caption | AbsRel | delta1 | baseline AbsRel |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for e in de["scenes"]:
+        lines.append(f"| {e['scene']} | {e['caption']} | {e['abs_rel']:.3f} | {e['delta1']:.3f} | {e['baseline_abs_rel']:.3f} |")
+    lines.append(f"| **mean** | | **{de['mean']['abs_rel']:.3f}** | **{de['mean']['delta1']:.3f}** | {de['baseline_mean']['abs_rel']:.3f} |")
+    lines += ["", "## Joint generation", "", "| caption | files | cycle AbsRel |", "| --- | --- | --- |"]
+    for e in s["joint_generation"]:
+        lines.append(f"| {e['caption']} | {', '.join(e['files'])} | {e['cycle_abs_rel']:.3f} |")
+    lines += ["", "## Depth-to-image", "", "| scene | caption | files | cycle AbsRel |", "| --- | --- | --- | --- |"]
+    for e in s["depth_to_image"]:
+        lines.append(f"| {e['scene']} | {e['caption']} | {', '.join(e['files'])} | {e['cycle_abs_rel']:.3f} |")
+    lines += [
+        "",
+        "Cycle AbsRel: the model re-estimates the depth of the image it generated and this is scored against the depth "
+        "it generated (joint generation) or was given (depth-to-image); low = image and depth agree.",
+        "",
+        "`overview.png`: row 1 joint generation (rgb, depth), row 2 depth estimation (input, estimate), row 3 ground "
+        "truth, row 4 depth-to-image (input depth, generated image). Depth colours: near = yellow, far = purple.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="demo_output", help="folder to write")
+    p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder (python -m rgbd_world.recipe)")
+    p.add_argument("--variant", default=None, help="addon variant in model.json (default: uts_asw)")
+    p.add_argument("--steps", type=int, default=20, help="Euler steps per task (official 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=int, default=6, help="held-out scenes for depth estimation")
+    a = p.parse_args(argv)
+    s = run_demo(a.out, a.model, a.steps, a.seed, a.count, a.variant)
+    de = s["depth_estimation"]
+    print(
+        f"depth estimation on {len(de['scenes'])} held-out scenes: AbsRel {de['mean']['abs_rel']:.3f}, delta1 {de['mean']['delta1']:.3f} "
+        f"(mean-depth baseline AbsRel {de['baseline_mean']['abs_rel']:.3f})"
+    )
+    print(f"done in {s['timings']['total']:.1f}s; wrote {len(s['files'])} files to {a.out}/:")
+    for name in s["files"]:
+        print(f"  {name}")
+
+
+if __name__ == "__main__":
+    main()

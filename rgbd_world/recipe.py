@@ -1,0 +1,174 @@
+"""Rebuild the RGB-D world's small model stack from nothing.
+
+    python -m rgbd_world.recipe --out rgbd_world/model [--work build/rgbd_world] [--quick] [--stages ...]
+
+Stages, in order (each runs as its own command, printed before it runs, so any stage can be re-run
+by hand):
+
+1. ``data``      training scenes -> ``<work>/data/train`` (python -m rgbd_world.make_dataset)
+2. ``text``      CLIP and T5 text encoders with the caption tokenizer, random, seeded -> ``<out>/text``
+3. ``ae``        the autoencoder -> ``<out>/ae.safetensors`` (python -m rgbd_world.train_autoencoder)
+4. ``cache``     the trainer's latent cache -> ``<work>/cache`` (python -m trainer preprocess)
+5. ``base``      the text-to-image base -> ``<out>/flux.safetensors`` (python -m rgbd_world.train_base)
+6. ``addons``    JointDiT addons with the trainer (python -m trainer train, config
+                 ``rgbd_world/configs/jointdit_small.toml``): ``uts_asw`` (the recipe as published),
+                 ``same_timestep`` (UTS off) and ``asw_off`` (ASW off); same seed and steps
+                 -> ``<out>/addons/<variant>.safetensors`` + sidecar
+7. ``manifest``  the baseline mean disparity map and ``<out>/model.json``
+
+Everything is seeded; a rerun with the same torch version and thread count gives the same files.
+``--quick`` shrinks every stage (a smoke test of the recipe, not a usable model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STAGES = ("data", "text", "ae", "cache", "base", "addons", "manifest")
+CONFIG = Path(__file__).resolve().parent / "configs" / "jointdit_small.toml"
+VARIANTS = {  # variant: trainer overrides (the ablations of the paper)
+    "uts_asw": {"timestep_sampling": "uts", "asw_strength": 1.0},
+    "same_timestep": {"timestep_sampling": "same", "asw_strength": 1.0},
+    "asw_off": {"timestep_sampling": "uts", "asw_strength": 0.0},
+}
+FULL = {"scenes": 4000, "ae_steps": 1000, "base_steps": 1200, "addon_steps": 2400}
+QUICK = {"scenes": 16, "ae_steps": 2, "base_steps": 2, "addon_steps": 2}
+TEXT_DIM = 64  # CLIP pooled width (= Flux vec_in_dim) and T5 width (= Flux context_in_dim)
+
+
+def run(cmd: list[str], log: dict, key: str) -> float:
+    """Run one stage command (printed first) with OMP_WAIT_POLICY=PASSIVE; returns its seconds.
+
+    Raises:
+        subprocess.CalledProcessError: the command failed (its output is above).
+    """
+    print("\n$ " + " ".join(cmd), flush=True)
+    env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
+    t0 = time.time()
+    subprocess.run(cmd, check=True, env=env)
+    seconds = round(time.time() - t0, 1)
+    root = str(Path(__file__).resolve().parent.parent) + os.sep
+    shown = ["python"] + [c.replace(root, "") for c in cmd[1:]]  # no machine paths in the manifest
+    log[key] = {"command": " ".join(shown), "seconds": seconds}
+    return seconds
+
+
+def trainer_overrides(out: Path, work: Path, sizes: dict) -> list[str]:
+    """``--set`` overrides that point the committed trainer config at this run's folders."""
+    values = {
+        "flux_path": out / "flux.safetensors",
+        "ae_path": out / "ae.safetensors",
+        "clip_l": out / "text" / "clip",
+        "t5xxl": out / "text" / "t5",
+        "dataset_dir": work / "data" / "train",
+        "cache_dir": work / "cache",
+        "max_train_steps": sizes["addon_steps"],
+    }
+    return [arg for k, v in values.items() for arg in ("--set", f"{k}={v}")]
+
+
+def mean_training_disparity(dataset_dir: Path) -> "np.ndarray":  # noqa: F821
+    """Mean of the stored normalised disparity maps (depth/*.npy) of a dataset folder: (H, W) float32."""
+    import numpy as np
+
+    files = sorted((dataset_dir / "depth").glob("*.npy"))
+    if not files:
+        raise FileNotFoundError(f"no depth maps in {dataset_dir / 'depth'}")
+    return np.mean([np.load(f) for f in files], axis=0).astype(np.float32)
+
+
+def write_manifest(out: Path, work: Path, sizes: dict, log: dict, variants: dict) -> Path:
+    """Write the baseline map and model.json (files, variants, sampling settings, recipe log)."""
+    from safetensors.numpy import save_file
+
+    save_file({"mean_disparity": mean_training_disparity(work / "data" / "train")}, str(out / "baseline_mean_disparity.safetensors"))
+    ae_info = json.loads((out / "ae.json").read_text())
+    previous = json.loads((out / "model.json").read_text()) if (out / "model.json").is_file() else {}
+    manifest = {
+        "flux": "flux.safetensors",
+        "ae": "ae.safetensors",
+        "text": "text",
+        "t5_max_length": 32,
+        "resolution": ae_info["config"]["resolution"],
+        "guidance": 1.0,
+        "sampling_steps": 20,
+        "default_addon": "uts_asw",
+        "addons": {
+            name: {
+                "file": f"addons/{name}.safetensors",
+                "timestep_sampling": ov["timestep_sampling"],
+                "asw_strength": ov["asw_strength"],
+                "steps": sizes["addon_steps"],
+                "config": "rgbd_world/configs/jointdit_small.toml",
+            }
+            for name, ov in variants.items()
+        },
+        "baseline": "baseline_mean_disparity.safetensors",
+        "recipe": {"sizes": sizes, "stages": {**previous.get("recipe", {}).get("stages", {}), **log}},
+    }
+    (out / "model.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return out / "model.json"
+
+
+def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES, seed: int = 0) -> dict:
+    """Run the stages; returns {"sizes", "log"} (commands and their seconds)."""
+    out, work = Path(out), Path(work)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    sizes = dict(QUICK if quick else FULL)
+    py = [sys.executable, "-m"]
+    log: dict = {}
+    tset = trainer_overrides(out, work, sizes)
+    if "data" in stages:
+        shutil.rmtree(work / "data" / "train", ignore_errors=True)
+        run(py + ["rgbd_world.make_dataset", "--out", str(work / "data" / "train"), "--split", "train", "--count", str(sizes["scenes"]), "--size", "64"], log, "data")
+    if "text" in stages:
+        shutil.rmtree(out / "text", ignore_errors=True)
+        run(py + ["rgbd_world.text", "--out", str(out / "text"), "--clip-dim", str(TEXT_DIM), "--t5-dim", str(TEXT_DIM), "--seed", str(seed)], log, "text")
+    if "ae" in stages:
+        run(py + ["rgbd_world.train_autoencoder", "--data", str(work / "data" / "train"), "--out", str(out / "ae.safetensors"), "--steps", str(sizes["ae_steps"]), "--seed", str(seed)], log, "ae")
+    if "cache" in stages:
+        shutil.rmtree(work / "cache", ignore_errors=True)
+        run(py + ["trainer", "preprocess", "--config", str(CONFIG)] + tset, log, "cache")
+    if "base" in stages:
+        run(py + ["rgbd_world.train_base", "--cache", str(work / "cache"), "--out", str(out / "flux.safetensors"), "--steps", str(sizes["base_steps"]), "--seed", str(seed)], log, "base")
+    if "addons" in stages:
+        (out / "addons").mkdir(exist_ok=True)
+        for name, ov in VARIANTS.items():
+            run_dir = work / "addons" / name
+            shutil.rmtree(run_dir, ignore_errors=True)
+            extra = ["--set", f"output_dir={run_dir}"] + [a for k, v in ov.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+            run(py + ["trainer", "train", "--config", str(CONFIG)] + tset + extra, log, f"addons/{name}")
+            for suffix in (".safetensors", ".json"):
+                shutil.copyfile(run_dir / f"jointdit_addons{suffix}", out / "addons" / f"{name}{suffix}")
+            shutil.copyfile(run_dir / "logs" / "train_log.jsonl", out / "addons" / f"{name}_train_log.jsonl")
+    if "manifest" in stages:
+        write_manifest(out, work, sizes, log, VARIANTS)
+    return {"sizes": sizes, "log": log}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="rgbd_world/model", help="model folder to write (shipped files)")
+    p.add_argument("--work", default="build/rgbd_world", help="folder for the dataset, the cache and the training runs")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a usable model")
+    p.add_argument("--stages", nargs="*", default=list(STAGES), choices=STAGES, help="run only these stages (in the fixed order)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    t0 = time.time()
+    result = recipe(a.out, a.work, a.quick, a.stages, a.seed)
+    print(f"\nrecipe done in {time.time() - t0:.0f}s:")
+    for key, item in result["log"].items():
+        print(f"  {item['seconds']:>7.1f}s  {key}: {item['command']}")
+
+
+if __name__ == "__main__":
+    main()

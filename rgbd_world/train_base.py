@@ -1,0 +1,270 @@
+"""Train the small text-to-image base of the RGB-D world: a Flux-structured transformer (BFL layout).
+
+    python -m rgbd_world.train_base --cache CACHE_DIR --out MODEL_DIR/flux.safetensors [--steps N]
+
+It reads the latent cache that ``python -m trainer preprocess`` writes (image latents, T5 token
+states, CLIP pooled vectors, the empty prompt), so the base sees exactly the latents and text
+embeddings the JointDiT addons are later trained on. Only the image latents are used: the base is a
+plain text-to-image model, as FLUX.1-dev is for JointDiT.
+
+Training is rectified flow as in FLUX.1 / SD3: ``x_t = (1 - t) x0 + t noise``, MSE between the
+predicted velocity and ``noise - x0``; t from a shifted logit-normal (``u = sigmoid(N(0, 1))``,
+``t = s u / (1 + (s - 1) u)``) with ``s = exp(mu)`` of the Flux-dev sampling schedule at this token
+count; captions dropped to the empty prompt 10% of the time. The model is guidance-embedded like
+FLUX.1-dev, but without guidance distillation: it is trained with guidance input 1.0 and must be
+sampled with guidance 1.0. AdamW, warmup then cosine decay.
+
+Writes ``flux.safetensors`` (BFL ``flux1-dev.safetensors`` names; bfloat16 like FLUX.1-dev) and
+``flux.json`` (config, training settings, loss history); ``--preview PNG`` also writes a contact
+sheet of text-to-image samples decoded with ``--ae``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from jointdit_core.config import FluxConfig
+from jointdit_core.flux import Flux
+from jointdit_core.latents import image_ids, pack, text_ids, unpack
+from jointdit_core.schedules import flux_mu, flux_shifted_schedule
+from trainer.timesteps import shifted_logit_normal
+
+from .train_autoencoder import cosine_lr
+
+DEFAULT_CONFIG = FluxConfig(
+    in_channels=64,
+    vec_in_dim=64,
+    context_in_dim=64,
+    hidden_size=128,
+    mlp_ratio=4.0,
+    num_heads=2,
+    depth=2,
+    depth_single_blocks=4,
+    axes_dim=(16, 24, 24),
+    guidance_embed=True,
+)
+GUIDANCE = 1.0  # the guidance input the small base is trained and sampled with
+
+
+def load_cache(cache_dir: str | Path) -> dict:
+    """The trainer's latent cache in memory.
+
+    Returns:
+        {"image_latent": (N, C, h, w), "t5": (N, T, ctx), "clip_pooled": (N, vec), "empty_t5": (T, ctx),
+        "empty_pooled": (vec,), "manifest": dict}; tensors float32.
+    Raises:
+        FileNotFoundError: no cache (run ``python -m trainer preprocess`` first).
+    """
+    from trainer.data import read_manifest
+
+    cache_dir = Path(cache_dir)
+    manifest = read_manifest(cache_dir)
+    items = [load_file(str(cache_dir / "samples" / f"{stem}.safetensors")) for stem in manifest["samples"]]
+    empty = load_file(str(cache_dir / "empty_prompt.safetensors"))
+    stack = lambda key: torch.stack([it[key] for it in items]).float()  # noqa: E731
+    return {
+        "image_latent": stack("image_latent"),
+        "t5": stack("t5"),
+        "clip_pooled": stack("clip_pooled"),
+        "empty_t5": empty["t5"].float(),
+        "empty_pooled": empty["clip_pooled"].float(),
+        "manifest": manifest,
+    }
+
+
+def timestep_shift(latent_h: int, latent_w: int) -> float:
+    """``exp(mu)`` of the Flux-dev schedule for a latent of this size (1.6 for 16x16 latents, 64 tokens)."""
+    return math.exp(flux_mu((latent_h // 2) * (latent_w // 2)))
+
+
+@torch.no_grad()
+def sample_base(model: Flux, txt: torch.Tensor, y: torch.Tensor, latent_hw: tuple[int, int], seed: int = 0, steps: int = 20) -> torch.Tensor:
+    """Text-to-image with the plain base: Euler over the Flux-dev shifted schedule, guidance input 1.0.
+
+    Args:
+        txt: (B, T, ctx); y: (B, vec). latent_hw: (h, w) of the latent.
+    Returns:
+        (B, C, h, w) float32 latents.
+    """
+    h, w = latent_hw
+    b = txt.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    x = pack(torch.randn(b, model.config.in_channels // 4, h, w, generator=gen))
+    ids, tids = image_ids(b, h, w), text_ids(b, txt.shape[1])
+    g = torch.full((b,), GUIDANCE)
+    sigmas = flux_shifted_schedule(steps, (h // 2) * (w // 2))
+    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+        v = model(x, ids, txt, tids, torch.full((b,), s), y, g)
+        x = x + (s_next - s) * v
+    return unpack(x, h, w)
+
+
+def write_preview(model: Flux, ae_path: str | Path, text_root: str | Path, captions: list[str], path: str | Path, latent_hw, seed: int = 0) -> None:
+    """Decode base samples for ``captions`` (two seeds each) into one PNG (rows = seeds)."""
+    import numpy as np
+    from PIL import Image
+
+    from jointdit_core.checkpoint import load_autoencoder
+
+    from .text import load_text_encoders
+
+    ae = load_autoencoder(ae_path)
+    t5, pooled = load_text_encoders(text_root, t5_max_length=model_t5_length(model, text_root)).encode(captions)
+    rows = []
+    for s in range(2):
+        z = sample_base(model, t5, pooled, latent_hw, seed=seed + s)
+        with torch.no_grad():
+            img = ((ae.decode(z).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        rows.append(np.concatenate(list(img), axis=1))
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+
+
+def model_t5_length(model: Flux, text_root) -> int:
+    """The T5 length the text tokenizer pads to (the trainer cache uses the same via t5_max_length)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(Path(text_root) / "t5")).model_max_length
+
+
+def train_base(
+    cache: str | Path,
+    out: str | Path,
+    config: FluxConfig = DEFAULT_CONFIG,
+    steps: int = 1200,
+    batch: int = 64,
+    lr: float = 1e-3,
+    caption_dropout: float = 0.1,
+    seed: int = 0,
+    log_every: int = 50,
+    dtype: str = "bf16",
+) -> Path:
+    """Train the base on the cache and write ``out`` (+ ``.json``). Returns ``out``.
+
+    Raises:
+        FileNotFoundError: no cache; ValueError: the cache's latent channels or text widths do not fit
+        ``config`` (in_channels = 4 x latent channels, context_in_dim = T5 width, vec_in_dim = CLIP width).
+    """
+    out = Path(out)
+    data = load_cache(cache)
+    x0_all, t5_all, pooled_all = data["image_latent"], data["t5"], data["clip_pooled"]
+    n, c, h, w = x0_all.shape
+    for what, have, want in (("4 x latent channels", 4 * c, config.in_channels), ("T5 width", t5_all.shape[-1], config.context_in_dim), ("CLIP width", pooled_all.shape[-1], config.vec_in_dim)):
+        if have != want:
+            raise ValueError(f"the cache does not fit the base config: {what} is {have} in the cache, {want} in the config")
+    torch.manual_seed(seed)
+    model = Flux(config)
+    model.train()
+    print(f"base: {sum(p.numel() for p in model.parameters()):,} parameters, {n} cached scenes, {steps} steps x {batch}")
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, warmup, final_fraction=0.05))
+    gen = torch.Generator().manual_seed(seed)
+    shift = timestep_shift(h, w)
+    ids, tids = image_ids(batch, h, w), text_ids(batch, t5_all.shape[1])
+    g = torch.full((batch,), GUIDANCE)
+    history, window = [], []
+    t0 = time.time()
+    for step in range(steps):
+        idx = torch.randint(0, n, (batch,), generator=gen)
+        x0, t5, pooled = x0_all[idx], t5_all[idx], pooled_all[idx]
+        drop = torch.rand(batch, generator=gen) < caption_dropout
+        t5 = torch.where(drop[:, None, None], data["empty_t5"][None], t5)
+        pooled = torch.where(drop[:, None], data["empty_pooled"][None], pooled)
+        t = shifted_logit_normal(batch, shift, gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        xt = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * noise
+        pred = model(pack(xt), ids, t5, tids, t, pooled, g)
+        loss = (unpack(pred, h, w) - (noise - x0)).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        window.append(loss.item())
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            history.append({"step": step + 1, "loss": sum(window) / len(window)})
+            print(f"step {step + 1}/{steps} loss {history[-1]['loss']:.4f} lr {sched.get_last_lr()[0]:.2e} {time.time() - t0:.0f}s", flush=True)
+            window.clear()
+    seconds = time.time() - t0
+    model.eval()
+    store = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.detach().to(store).contiguous() for k, v in model.state_dict().items()},
+        str(out),
+        metadata={"format": "pt", "producer": "rgbd_world.train_base", "flux_config": json.dumps(config.to_dict())},
+    )
+    info = {
+        "config": config.to_dict(),
+        "guidance": GUIDANCE,
+        "training": {
+            "scenes": n,
+            "steps": steps,
+            "batch": batch,
+            "lr": lr,
+            "caption_dropout": caption_dropout,
+            "timestep_shift": shift,
+            "seed": seed,
+            "stored_dtype": dtype,
+            "seconds": round(seconds, 1),
+            "history": history,
+        },
+    }
+    out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    print(f"wrote {out} ({seconds:.0f}s)")
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cache", required=True, help="latent cache of python -m trainer preprocess")
+    p.add_argument("--out", required=True, help="output .safetensors (a .json of the same stem is written too)")
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--hidden", type=int, default=DEFAULT_CONFIG.hidden_size)
+    p.add_argument("--heads", type=int, default=DEFAULT_CONFIG.num_heads, help="head dimension hidden/heads must be 64")
+    p.add_argument("--double", type=int, default=DEFAULT_CONFIG.depth, help="double-stream blocks")
+    p.add_argument("--single", type=int, default=DEFAULT_CONFIG.depth_single_blocks, help="single-stream blocks")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="stored dtype")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preview", default=None, help="write a PNG of samples (needs --ae and --text)")
+    p.add_argument("--ae", default=None, help="autoencoder file, for --preview")
+    p.add_argument("--text", default=None, help="text encoder folder (clip/, t5/), for --preview")
+    a = p.parse_args(argv)
+    data_manifest = json.loads((Path(a.cache) / "cache.json").read_text())
+    c = data_manifest["latent_shape"][0]
+    config = FluxConfig(
+        in_channels=4 * c,
+        vec_in_dim=int(data_manifest["clip_dim"]),
+        context_in_dim=int(data_manifest["t5_shape"][1]),
+        hidden_size=a.hidden,
+        num_heads=a.heads,
+        depth=a.double,
+        depth_single_blocks=a.single,
+        axes_dim=DEFAULT_CONFIG.axes_dim,
+        guidance_embed=True,
+    )
+    path = train_base(a.cache, a.out, config, a.steps, a.batch, a.lr, seed=a.seed, dtype=a.dtype)
+    if a.preview:
+        from jointdit_core.checkpoint import load_flux_weights
+
+        state, cfg = load_flux_weights(path)
+        model = Flux(cfg)
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+        model.eval()
+        from .scenes import scene, split_indices
+
+        captions = [scene(i).caption for i in split_indices("test")[:8]]
+        write_preview(model, a.ae, a.text, captions, a.preview, tuple(data_manifest["latent_shape"][1:]))
+        print(f"wrote {a.preview}: " + " | ".join(captions))
+
+
+if __name__ == "__main__":
+    main()

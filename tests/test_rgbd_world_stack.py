@@ -1,0 +1,127 @@
+"""The RGB-D world's small model stack: autoencoder scale folding, the recipe's stages in miniature,
+the shipped model (loads, estimates depth better than the trivial baseline), the demo."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jointdit_core.autoencoder import AutoEncoder
+from jointdit_core.config import AutoEncoderConfig, FluxConfig
+from rgbd_world import stack as S
+
+TINY_AE = AutoEncoderConfig(resolution=32, ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4)
+SHIPPED = S.DEFAULT_MODEL_DIR
+
+
+def test_folding_the_latent_scale_keeps_reconstructions_and_gives_unit_std():
+    from rgbd_world.train_autoencoder import fold_latent_scale
+
+    torch.manual_seed(0)
+    ae = AutoEncoder(TINY_AE).eval()
+    x = torch.rand(6, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        before_latent, before = ae.encode(x), ae.decode(ae.encode(x))
+        stats = fold_latent_scale(ae, x)
+        after_latent, after = ae.encode(x), ae.decode(ae.encode(x))
+    assert torch.allclose(before, after, atol=1e-4)  # an exact rescaling inside the network
+    std = after_latent.transpose(0, 1).reshape(4, -1).std(dim=1)
+    torch.testing.assert_close(std, torch.ones(4), atol=1e-4, rtol=0)
+    assert not torch.allclose(before_latent, after_latent, atol=1e-2)  # the latents did change scale
+    np.testing.assert_allclose(stats["latent_std"], 1.0, atol=1e-4)
+
+
+def test_colormap_is_viridis_from_far_to_near():
+    from rgbd_world.demo import colormap
+
+    c = colormap(np.array([[0.0, 0.5, 1.0, -3.0, 7.0]]))
+    assert c.dtype == np.uint8 and c.shape == (1, 5, 3)
+    assert c[0, 0].tolist() == [68, 1, 84] and c[0, 2].tolist() == [253, 231, 37]
+    assert c[0, 1].tolist() == [38, 130, 142]  # viridis at 0.5 (anchor 4 of 8)
+    assert c[0, 3].tolist() == c[0, 0].tolist() and c[0, 4].tolist() == c[0, 2].tolist()  # clamped
+
+
+def test_recipe_stages_in_miniature(tmp_path):
+    """Dataset -> text encoders -> autoencoder -> trainer cache -> base -> trainer addons -> manifest ->
+    load -> depth estimation / evaluation, each stage as the recipe runs it, at toy sizes."""
+    from rgbd_world.dataset import write_dataset
+    from rgbd_world.evaluate import evaluate
+    from rgbd_world.recipe import CONFIG, VARIANTS, trainer_overrides, write_manifest
+    from rgbd_world.text import build_text_encoders
+    from rgbd_world.train_autoencoder import train_autoencoder
+    from rgbd_world.train_base import train_base
+    from trainer.config import load_config
+    from trainer.preprocess import preprocess
+    from trainer.train import train
+
+    out, work = tmp_path / "model", tmp_path / "work"
+    write_dataset(work / "data" / "train", "train", count=4, size=32, progress=False)
+    build_text_encoders(out / "text", clip_dim=16, t5_dim=16, layers=1)
+    train_autoencoder(work / "data" / "train", out / "ae.safetensors", TINY_AE, steps=1, batch=2, log_every=100)
+    sizes = {"scenes": 4, "ae_steps": 1, "base_steps": 1, "addon_steps": 1}
+    overrides = [o for o in trainer_overrides(out, work, sizes) if o != "--set"]
+    small = ["resolution=32", "train_batch_size=2", "lora_ranks.txt_in=4", "lora_ranks.vector_in_in_layer=4", "lora_ranks.vector_in_out_layer=4", "lora_ranks.blocks=4"]
+    preprocess(load_config(CONFIG, overrides + small))
+    base = FluxConfig(in_channels=16, vec_in_dim=16, context_in_dim=16, hidden_size=64, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=(16, 24, 24))
+    train_base(work / "cache", out / "flux.safetensors", base, steps=1, batch=2, log_every=100)
+    train(load_config(CONFIG, overrides + small + [f"output_dir={work / 'run'}"]))
+    (out / "addons").mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copyfile(work / "run" / f"jointdit_addons{suffix}", out / "addons" / f"uts_asw{suffix}")
+    write_manifest(out, work, sizes, {}, {"uts_asw": VARIANTS["uts_asw"]})
+
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["resolution"] == 32 and manifest["addons"]["uts_asw"]["asw_strength"] == 1.0
+    baseline = S.load_baseline(out)
+    stored = np.mean([np.load(p) for p in sorted((work / "data" / "train" / "depth").glob("*.npy"))], axis=0)
+    np.testing.assert_allclose(baseline, stored, atol=1e-6)
+    stack = S.load_stack(out)
+    assert stack.latent_size == (16, 16) and stack.model.config.hidden_size == 64
+    scenes = S.held_out_scenes(2, size=32)
+    disparity = S.depth_estimation(stack, np.stack([s.rgb for s in scenes]), steps=1)
+    assert disparity.shape == (2, 32, 32) and disparity.dtype == np.float32
+    assert 0.0 <= disparity.min() and disparity.max() <= 1.0
+    result = evaluate(out, count=2, steps=1)
+    assert set(result["rows"]) == {"uts_asw", "baseline", "ae_roundtrip"}
+    assert all(np.isfinite(r["abs_rel"]) and 0 <= r["delta1"] <= 1 for r in result["rows"].values())
+
+
+def test_shipped_model_is_small_and_complete():
+    manifest = S.read_manifest(SHIPPED)
+    files = [p for p in SHIPPED.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 20 * 2**20
+    for name in [manifest["flux"], manifest["ae"], manifest["baseline"]] + [v["file"] for v in manifest["addons"].values()]:
+        assert (SHIPPED / name).is_file(), name
+    assert set(manifest["addons"]) == {"uts_asw", "same_timestep", "asw_off"}
+    assert manifest["addons"]["asw_off"]["asw_strength"] == 0.0
+
+
+def test_shipped_model_estimates_depth_better_than_the_mean_depth_baseline():
+    """Held-out scenes (never trained on): a broken joint path (e.g. addons not loaded or the rgb row not
+    attended to) scores at or above the baseline, which predicts one map for every image."""
+    from rgbd_world.metrics import evaluate_disparity
+
+    stack = S.load_stack(SHIPPED)
+    scenes = S.held_out_scenes(8, start=500)
+    pred = S.depth_estimation(stack, np.stack([s.rgb for s in scenes]), steps=10)
+    baseline = S.load_baseline(SHIPPED)
+    ours = np.array([evaluate_disparity(p, s.depth)["abs_rel"] for p, s in zip(pred, scenes)])
+    base = np.array([evaluate_disparity(baseline, s.depth)["abs_rel"] for s in scenes])
+    assert ours.mean() < 0.9 * base.mean()
+    assert (ours < base).sum() >= 6
+
+
+def test_demo_writes_every_file_it_lists(tmp_path):
+    from rgbd_world.demo import run_demo
+
+    summary = run_demo(tmp_path, SHIPPED, steps=2, count=2)
+    for name in summary["files"]:
+        assert (tmp_path / name).is_file(), name
+    assert len(summary["depth_estimation"]["scenes"]) == 2
+    assert summary["depth_estimation"]["mean"]["abs_rel"] >= 0
+    assert (tmp_path / "joint_generation" / "00_depth_color.png").is_file()
+    text = (tmp_path / "summary.md").read_text()
+    assert "Depth estimation on held-out scenes" in text and "a large red sphere" in text
