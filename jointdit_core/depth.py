@@ -70,3 +70,41 @@ def model_output_to_disparity(decoded: Tensor, depth_transform: str = "none") ->
     inverse = _check_transform(depth_transform)
     d = (decoded.float().clamp(-1, 1).mean(dim=1) + 1) / 2
     return 1.0 - d if inverse else d
+
+
+# Colour tables sampled at evenly spaced points of [0, 1] (RGB in [0, 1]); linear interpolation in between.
+# turbo: Google's Turbo (A. Mikhailov, 2019, Apache-2.0), 17 points, within 0.03 of the 256-entry table;
+# viridis (CC0): 9 points (0, 1/8, ..., 1).
+_COLOR_TABLES = {
+    "turbo": (
+        (0.1900, 0.0718, 0.2322), (0.2511, 0.2524, 0.6337), (0.2763, 0.4212, 0.8912), (0.2586, 0.5796, 0.9988),
+        (0.1584, 0.7355, 0.9231), (0.0927, 0.8655, 0.7623), (0.1966, 0.9490, 0.5947), (0.4278, 0.9942, 0.3857),
+        (0.6436, 0.9900, 0.2336), (0.8047, 0.9245, 0.2046), (0.9330, 0.8124, 0.2267), (0.9931, 0.6741, 0.2035),
+        (0.9836, 0.4929, 0.1285), (0.9211, 0.3149, 0.0548), (0.8161, 0.1846, 0.0181), (0.6645, 0.0844, 0.0042),
+        (0.4796, 0.0158, 0.0106),
+    ),
+    "viridis": tuple(
+        tuple(c / 255 for c in rgb)
+        for rgb in ((68, 1, 84), (72, 40, 120), (62, 74, 137), (49, 104, 142), (38, 130, 142), (31, 158, 137),
+                    (53, 183, 121), (180, 222, 44), (253, 231, 37))
+    ),
+}
+COLORMAPS = ("turbo", "viridis", "gray")
+
+
+def colorize(depth01: Tensor, colormap: str = "turbo") -> Tensor:
+    """Depth/disparity values (...) in [0, 1] (clamped) -> colours (..., 3) in [0, 1], in the input's float dtype.
+
+    "turbo" and "viridis" go from far (0: dark blue / dark purple) to near (1: dark red / yellow); "gray"
+    repeats the value. Raises ValueError for another colormap name.
+    """
+    d = depth01.clamp(0, 1) if depth01.is_floating_point() else depth01.float().clamp(0, 1)
+    if colormap == "gray":
+        return d[..., None].expand(*d.shape, 3).contiguous()
+    if colormap not in _COLOR_TABLES:
+        raise ValueError(f"unknown colormap {colormap!r}; choose one of {COLORMAPS}")
+    table = torch.tensor(_COLOR_TABLES[colormap], dtype=d.dtype, device=d.device)
+    pos = d * (len(table) - 1)
+    lo = pos.floor().long().clamp(max=len(table) - 2)
+    frac = (pos - lo)[..., None]
+    return table[lo] * (1 - frac) + table[lo + 1] * frac

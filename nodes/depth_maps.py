@@ -8,24 +8,11 @@ training convention (spec section 6). The autoencoder side of ComfyUI's VAE also
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from ..jointdit_core.depth import disparity_to_model_input, model_output_to_disparity, normalize_disparity
+from ..jointdit_core.depth import colorize, disparity_to_model_input, model_output_to_disparity, normalize_disparity  # noqa: F401 (colorize re-exported)
 
-COLORMAPS = ("turbo", "gray")
-
-# Google's Turbo colormap (A. Mikhailov, 2019, Apache-2.0) sampled at 17 evenly spaced points;
-# linear interpolation between them stays within 0.03 of the full 256-entry table.
-_TURBO = torch.tensor(
-    [
-        (0.1900, 0.0718, 0.2322), (0.2511, 0.2524, 0.6337), (0.2763, 0.4212, 0.8912), (0.2586, 0.5796, 0.9988),
-        (0.1584, 0.7355, 0.9231), (0.0927, 0.8655, 0.7623), (0.1966, 0.9490, 0.5947), (0.4278, 0.9942, 0.3857),
-        (0.6436, 0.9900, 0.2336), (0.8047, 0.9245, 0.2046), (0.9330, 0.8124, 0.2267), (0.9931, 0.6741, 0.2035),
-        (0.9836, 0.4929, 0.1285), (0.9211, 0.3149, 0.0548), (0.8161, 0.1846, 0.0181), (0.6645, 0.0844, 0.0042),
-        (0.4796, 0.0158, 0.0106),
-    ]
-)
+COLORMAPS = ("turbo", "gray")  # offered by DecodeDepth; colours from jointdit_core.depth.colorize
 
 
 def depth_from_comfy(depth: Tensor) -> Tensor:
@@ -72,17 +59,3 @@ def vae_pixels_to_depth(pixels: Tensor, depth_transform: str = "none") -> Tensor
     """
     x = pixels[..., :3].float().permute(0, 3, 1, 2) * 2 - 1
     return model_output_to_disparity(x, depth_transform)
-
-
-def colorize(depth01: Tensor, colormap: str = "turbo") -> Tensor:
-    """(B, H, W) values in [0, 1] -> (B, H, W, 3) colours in [0, 1]. Raises ValueError for an unknown colormap."""
-    d = depth01.float().clamp(0, 1)
-    if colormap == "gray":
-        return d[..., None].expand(*d.shape, 3).contiguous()
-    if colormap != "turbo":
-        raise ValueError(f"unknown colormap {colormap!r}; choose one of {COLORMAPS}")
-    pos = d * (len(_TURBO) - 1)
-    lo = pos.floor().long().clamp(max=len(_TURBO) - 2)
-    frac = (pos - lo)[..., None]
-    table = _TURBO.to(d.device)
-    return table[lo] * (1 - frac) + table[lo + 1] * frac

@@ -24,7 +24,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+
+from jointdit_core.depth import colorize
 
 from .metrics import evaluate_disparity, mean_metrics
 from .stack import DEFAULT_MODEL_DIR, depth_estimation, depth_to_image, held_out_scenes, joint_generation, load_baseline, load_stack
@@ -37,20 +40,12 @@ CAPTIONS = [
 ]
 DEPTH_ESTIMATION_START, DEPTH_TO_IMAGE_START = 0, 100  # offsets inside the test split
 NEAR_DEPTH = 2.4  # median nearest z-depth of the world's scenes (metres), for the joint-generation cycle check
-# viridis (CC0) sampled at 0, 1/8, ..., 1; linear interpolation in between
-VIRIDIS = np.array(
-    [[68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142], [38, 130, 142], [31, 158, 137], [53, 183, 121], [109, 205, 89], [253, 231, 37]],
-    dtype=np.float64,
-)
-VIRIDIS[7] = [180, 222, 44]  # 7/8
 
 
 def colormap(values: np.ndarray) -> np.ndarray:
     """(H, W) values in [0, 1] -> (H, W, 3) uint8 viridis colours (clamped; 0 = dark purple, 1 = yellow)."""
-    v = np.clip(np.asarray(values, np.float64), 0, 1) * (len(VIRIDIS) - 1)
-    lo = np.floor(v).astype(int).clip(0, len(VIRIDIS) - 2)
-    frac = (v - lo)[..., None]
-    return np.round(VIRIDIS[lo] * (1 - frac) + VIRIDIS[lo + 1] * frac).astype(np.uint8)
+    colours = colorize(torch.from_numpy(np.asarray(values, np.float64)), "viridis").numpy()
+    return np.round(colours * 255).astype(np.uint8)
 
 
 def gray(disparity: np.ndarray) -> np.ndarray:
