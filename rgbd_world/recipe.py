@@ -1,6 +1,6 @@
 """Rebuild the RGB-D world's small model stack from nothing.
 
-    python -m rgbd_world.recipe --out rgbd_world/model [--work build/rgbd_world] [--quick] [--stages ...]
+    python -m rgbd_world.recipe --out rgbd_world/model [--work build/rgbd_world] [--quick] [--stages ...] [--side-by-side]
 
 Stages, in order (each runs as its own command, printed before it runs, so any stage can be re-run
 by hand):
@@ -38,9 +38,23 @@ VARIANTS = {  # variant: trainer overrides (the ablations of the paper)
     "same_timestep": {"timestep_sampling": "same", "asw_strength": 1.0},
     "asw_off": {"timestep_sampling": "uts", "asw_strength": 0.0},
 }
-FULL = {"scenes": 4000, "ae_steps": 1000, "base_steps": 1200, "addon_steps": 2400}
-QUICK = {"scenes": 16, "ae_steps": 2, "base_steps": 2, "addon_steps": 2}
+FULL = {"scenes": 4000, "ae_steps": 1000, "base_steps": 1200, "addon_steps": 9600, "addon_cooldown_steps": 4800}
+QUICK = {"scenes": 16, "ae_steps": 2, "base_steps": 2, "addon_steps": 2, "addon_cooldown_steps": 1}
 TEXT_DIM = 64  # CLIP pooled width (= Flux vec_in_dim) and T5 width (= Flux context_in_dim)
+
+
+def _stage_env(threads: int | None = None) -> dict:
+    env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    return env
+
+
+def _log_entry(cmd: list[str], seconds: float) -> dict:
+    root = str(Path(__file__).resolve().parent.parent) + os.sep
+    shown = ["python"] + [c.replace(root, "") for c in cmd[1:]]  # no machine paths in the manifest
+    return {"command": " ".join(shown), "seconds": seconds}
 
 
 def run(cmd: list[str], log: dict, key: str) -> float:
@@ -50,15 +64,39 @@ def run(cmd: list[str], log: dict, key: str) -> float:
         subprocess.CalledProcessError: the command failed (its output is above).
     """
     print("\n$ " + " ".join(cmd), flush=True)
-    env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
     t0 = time.time()
-    subprocess.run(cmd, check=True, env=env)
-    seconds = round(time.time() - t0, 1)
-    root = str(Path(__file__).resolve().parent.parent) + os.sep
-    shown = ["python"] + [c.replace(root, "") for c in cmd[1:]]  # no machine paths in the manifest
-    log[key] = {"command": " ".join(shown), "seconds": seconds}
-    return seconds
+    subprocess.run(cmd, check=True, env=_stage_env())
+    log[key] = _log_entry(cmd, round(time.time() - t0, 1))
+    return log[key]["seconds"]
+
+
+def run_side_by_side(commands: dict[str, list[str]], log: dict, log_dir: Path) -> None:
+    """Run stage commands at the same time, one thread each, output to ``<log_dir>/<key>.log``.
+
+    On a 2-core CPU the three addon runs side by side make about 4.8 steps/s in all, one run with both
+    cores about 3.5. The shipped addons were trained this way.
+
+    Raises:
+        subprocess.CalledProcessError: a command failed (the first failing one; see its log file).
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started = {}
+    for key, cmd in commands.items():
+        path = log_dir / (key.replace("/", "_") + ".log")
+        print(f"\n$ {' '.join(cmd)}\n  (one thread, output in {path})", flush=True)
+        started[key] = (subprocess.Popen(cmd, env=_stage_env(threads=1), stdout=path.open("w"), stderr=subprocess.STDOUT), time.time())
+    failed = None
+    while started:
+        time.sleep(0.2)
+        for key, (proc, t0) in list(started.items()):
+            if proc.poll() is None:
+                continue
+            del started[key]
+            log[key] = _log_entry(commands[key], round(time.time() - t0, 1))
+            if proc.returncode != 0 and failed is None:
+                failed = subprocess.CalledProcessError(proc.returncode, commands[key])
+    if failed is not None:
+        raise failed
 
 
 def trainer_overrides(out: Path, work: Path, sizes: dict) -> list[str]:
@@ -71,6 +109,7 @@ def trainer_overrides(out: Path, work: Path, sizes: dict) -> list[str]:
         "dataset_dir": work / "data" / "train",
         "cache_dir": work / "cache",
         "max_train_steps": sizes["addon_steps"],
+        "lr_decay_steps": sizes["addon_cooldown_steps"],
     }
     return [arg for k, v in values.items() for arg in ("--set", f"{k}={v}")]
 
@@ -83,6 +122,21 @@ def mean_training_disparity(dataset_dir: Path) -> "np.ndarray":  # noqa: F821
     if not files:
         raise FileNotFoundError(f"no depth maps in {dataset_dir / 'depth'}")
     return np.mean([np.load(f) for f in files], axis=0).astype(np.float32)
+
+
+def thin_train_log(src: Path, dst: Path, every: int = 10) -> None:
+    """Write the trainer's per-step log (JSON lines) as one line per ``every`` steps, to ship it small:
+    ``loss``, ``loss_rgb`` and ``loss_depth`` are the window's means; ``step``, ``epoch``, ``lr`` and
+    ``time`` are those of the window's last step."""
+    records = [json.loads(line) for line in Path(src).read_text().splitlines() if line.strip()]
+    lines = []
+    for i in range(0, len(records), every):
+        window = records[i : i + every]
+        row = dict(window[-1])
+        for key in ("loss", "loss_rgb", "loss_depth"):
+            row[key] = sum(r[key] for r in window) / len(window)
+        lines.append(json.dumps(row) + "\n")
+    Path(dst).write_text("".join(lines))
 
 
 def write_manifest(out: Path, work: Path, sizes: dict, log: dict, variants: dict) -> Path:
@@ -107,6 +161,7 @@ def write_manifest(out: Path, work: Path, sizes: dict, log: dict, variants: dict
                 "timestep_sampling": ov["timestep_sampling"],
                 "asw_strength": ov["asw_strength"],
                 "steps": sizes["addon_steps"],
+                "lr_decay_steps": sizes["addon_cooldown_steps"],
                 "config": "rgbd_world/configs/jointdit_small.toml",
             }
             for name, ov in variants.items()
@@ -118,8 +173,12 @@ def write_manifest(out: Path, work: Path, sizes: dict, log: dict, variants: dict
     return out / "model.json"
 
 
-def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES, seed: int = 0) -> dict:
-    """Run the stages; returns {"sizes", "log"} (commands and their seconds)."""
+def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES, seed: int = 0, side_by_side: bool = False) -> dict:
+    """Run the stages; returns {"sizes", "log"} (commands and their seconds).
+
+    ``side_by_side`` trains the three addon variants at the same time, one thread each
+    (:func:`run_side_by_side`), instead of one after the other.
+    """
     out, work = Path(out), Path(work)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -142,14 +201,21 @@ def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES
         run(py + ["rgbd_world.train_base", "--cache", str(work / "cache"), "--out", str(out / "flux.safetensors"), "--steps", str(sizes["base_steps"]), "--seed", str(seed)], log, "base")
     if "addons" in stages:
         (out / "addons").mkdir(exist_ok=True)
+        commands = {}
         for name, ov in VARIANTS.items():
+            shutil.rmtree(work / "addons" / name, ignore_errors=True)
+            extra = ["--set", f"output_dir={work / 'addons' / name}"] + [a for k, v in ov.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+            commands[f"addons/{name}"] = py + ["trainer", "train", "--config", str(CONFIG)] + tset + extra
+        if side_by_side:
+            run_side_by_side(commands, log, work / "logs")
+        else:
+            for key, cmd in commands.items():
+                run(cmd, log, key)
+        for name in VARIANTS:
             run_dir = work / "addons" / name
-            shutil.rmtree(run_dir, ignore_errors=True)
-            extra = ["--set", f"output_dir={run_dir}"] + [a for k, v in ov.items() for a in ("--set", f"{k}={json.dumps(v)}")]
-            run(py + ["trainer", "train", "--config", str(CONFIG)] + tset + extra, log, f"addons/{name}")
             for suffix in (".safetensors", ".json"):
                 shutil.copyfile(run_dir / f"jointdit_addons{suffix}", out / "addons" / f"{name}{suffix}")
-            shutil.copyfile(run_dir / "logs" / "train_log.jsonl", out / "addons" / f"{name}_train_log.jsonl")
+            thin_train_log(run_dir / "logs" / "train_log.jsonl", out / "addons" / f"{name}_train_log.jsonl")
     if "manifest" in stages:
         write_manifest(out, work, sizes, log, VARIANTS)
     return {"sizes": sizes, "log": log}
@@ -162,9 +228,10 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a usable model")
     p.add_argument("--stages", nargs="*", default=list(STAGES), choices=STAGES, help="run only these stages (in the fixed order)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--side-by-side", action="store_true", help="train the three addon variants at once, one thread each (faster on a multi-core CPU)")
     a = p.parse_args(argv)
     t0 = time.time()
-    result = recipe(a.out, a.work, a.quick, a.stages, a.seed)
+    result = recipe(a.out, a.work, a.quick, a.stages, a.seed, a.side_by_side)
     print(f"\nrecipe done in {time.time() - t0:.0f}s:")
     for key, item in result["log"].items():
         print(f"  {item['seconds']:>7.1f}s  {key}: {item['command']}")

@@ -61,7 +61,7 @@ def test_recipe_stages_in_miniature(tmp_path):
     write_dataset(work / "data" / "train", "train", count=4, size=32, progress=False)
     build_text_encoders(out / "text", clip_dim=16, t5_dim=16, layers=1)
     train_autoencoder(work / "data" / "train", out / "ae.safetensors", TINY_AE, steps=1, batch=2, log_every=100)
-    sizes = {"scenes": 4, "ae_steps": 1, "base_steps": 1, "addon_steps": 1}
+    sizes = {"scenes": 4, "ae_steps": 1, "base_steps": 1, "addon_steps": 1, "addon_cooldown_steps": 1}
     overrides = [o for o in trainer_overrides(out, work, sizes) if o != "--set"]
     small = ["resolution=32", "train_batch_size=2", "lora_ranks.txt_in=4", "lora_ranks.vector_in_in_layer=4", "lora_ranks.vector_in_out_layer=4", "lora_ranks.blocks=4"]
     preprocess(load_config(CONFIG, overrides + small))
@@ -110,8 +110,8 @@ def test_shipped_model_estimates_depth_better_than_the_mean_depth_baseline():
     baseline = S.load_baseline(SHIPPED)
     ours = np.array([evaluate_disparity(p, s.depth)["abs_rel"] for p, s in zip(pred, scenes)])
     base = np.array([evaluate_disparity(baseline, s.depth)["abs_rel"] for s in scenes])
-    assert ours.mean() < 0.9 * base.mean()
-    assert (ours < base).sum() >= 6
+    assert ours.mean() < 0.75 * base.mean()  # shipped model: 0.58 on these scenes (0.52 on 200 test scenes)
+    assert (ours < base).sum() >= 7
 
 
 def test_demo_writes_every_file_it_lists(tmp_path):
@@ -125,3 +125,33 @@ def test_demo_writes_every_file_it_lists(tmp_path):
     assert (tmp_path / "joint_generation" / "00_depth_color.png").is_file()
     text = (tmp_path / "summary.md").read_text()
     assert "Depth estimation on held-out scenes" in text and "a large red sphere" in text
+
+
+def test_recipe_runs_stage_commands_side_by_side_with_one_thread_each(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from rgbd_world.recipe import run_side_by_side
+
+    show = "import os, time; time.sleep(0.5); print('threads', os.environ['OMP_NUM_THREADS'])"
+    log = {}
+    t0 = time.time()
+    run_side_by_side({"addons/a": [sys.executable, "-c", show], "addons/b": [sys.executable, "-c", show]}, log, tmp_path)
+    assert time.time() - t0 < 5  # both ran at once (each sleeps; start-up dominates)
+    assert set(log) == {"addons/a", "addons/b"} and log["addons/a"]["command"].startswith("python -c")
+    assert (tmp_path / "addons_a.log").read_text().strip() == "threads 1"
+    with pytest.raises(subprocess.CalledProcessError):
+        run_side_by_side({"ok": [sys.executable, "-c", "pass"], "bad": [sys.executable, "-c", "raise SystemExit(3)"]}, {}, tmp_path)
+
+
+def test_shipped_train_logs_are_window_means(tmp_path):
+    from rgbd_world.recipe import thin_train_log
+
+    src = tmp_path / "log.jsonl"
+    src.write_text("".join(json.dumps({"step": i, "epoch": 0, "loss": float(i), "loss_rgb": 2.0 * i, "loss_depth": 0.0, "lr": 1.0 / i, "time": i}) + "\n" for i in range(1, 26)))
+    thin_train_log(src, tmp_path / "thin.jsonl", every=10)
+    rows = [json.loads(line) for line in (tmp_path / "thin.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20, 25]
+    assert [r["loss"] for r in rows] == [5.5, 15.5, 23.0] and rows[0]["loss_rgb"] == 11.0
+    assert rows[2]["lr"] == 1.0 / 25 and rows[2]["time"] == 25

@@ -86,6 +86,37 @@ def test_resume_continues_exactly(setup):
     assert losses(straight) == losses(split)
 
 
+def test_lr_cooldown_follows_the_schedule_and_resumes_exactly(setup):
+    """lr_decay_steps: linear cooldown over the last steps; a run stopped inside it and resumed from the
+    checkpoint ends bit-identical to the straight run (the schedule depends on max_train_steps only)."""
+    import shutil
+
+    root, values = setup
+    common = dict(train_batch_size=2, learning_rate=1e-3, lr_warmup_steps=2, lr_decay_steps=4, max_train_steps=12, resume_from="latest")
+    straight = root / "cooldown"
+    train(config(values, straight, save_every_n_steps=10, **common))
+    lrs = [json.loads(line)["lr"] for line in (straight / "logs" / "train_log.jsonl").read_text().splitlines()]
+    # logged after step k: the lr of step k + 1 (warmup 1/2, then 1, then the cooldown 3/4, 2/4, 1/4, 0)
+    assert lrs == pytest.approx([1e-3 * f for f in [0.5] + [1.0] * 7 + [0.75, 0.5, 0.25, 0.0]])
+    resumed = root / "cooldown_resumed"
+    resumed.mkdir()
+    shutil.copytree(straight / "checkpoint-10", resumed / "checkpoint-10")
+    train(config(values, resumed, save_every_n_steps=0, **common))
+    a = load_file(str(straight / "checkpoint-12" / "training_state.safetensors"))
+    b = load_file(str(resumed / "checkpoint-12" / "training_state.safetensors"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    with pytest.raises(ValueError, match="lr_decay_steps"):
+        train(config(values, root / "too_long", **dict(common, lr_decay_steps=13)))
+
+
+def test_lr_factor():
+    from trainer.train import lr_factor
+
+    assert [lr_factor(s, 2, 10) for s in (0, 1, 2, 9)] == [0.0, 0.5, 1.0, 1.0]  # official: warmup, constant
+    assert [lr_factor(s, 0, 10, 4) for s in (5, 6, 7, 9, 10)] == [1.0, 1.0, 0.75, 0.25, 0.0]
+
+
 def _all_files_readable(out: Path) -> int:
     count = 0
     for step, folder in list_checkpoints(out):

@@ -54,6 +54,7 @@ class TrainConfig:
     # --- training recipe
     learning_rate: float = 1e-5
     lr_warmup_steps: int = 0
+    lr_decay_steps: int = 0  # linear cooldown to 0 over the last N steps; 0 = constant (official)
     train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     max_train_epochs: int = 8
@@ -103,6 +104,8 @@ class TrainConfig:
         for name in ("resolution", "train_batch_size", "gradient_accumulation_steps", "t5_max_length", "sample_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr_warmup_steps < 0 or self.lr_decay_steps < 0:
+            raise ValueError(f"lr_warmup_steps and lr_decay_steps must be >= 0, got {self.lr_warmup_steps} and {self.lr_decay_steps}")
         if self.uts_normal_shift <= 0 or self.uts_small_shift <= 0:
             raise ValueError("uts_normal_shift and uts_small_shift must be > 0")
         from jointdit_core.config import LoraRanks

@@ -15,6 +15,7 @@ frozen base is stored in the mixed-precision dtype and the forward runs under ac
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -188,10 +189,23 @@ def train(cfg: TrainConfig) -> Path:
         GradientState._reset_state()
 
 
+def lr_factor(step: int, warmup_steps: int, max_steps: int, decay_steps: int = 0) -> float:
+    """Learning-rate multiplier for optimizer step ``step`` (0-based): a linear warmup ``step / warmup_steps``,
+    then 1.0 (the official constant schedule with warmup, transformers' ``get_constant_schedule_with_warmup``),
+    then, when ``decay_steps`` > 0, a linear cooldown over the last ``decay_steps`` steps,
+    ``(max_steps - step) / decay_steps`` (not in the official recipe; 0 turns it off)."""
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    if decay_steps > 0 and step >= max_steps - decay_steps:
+        return max(0.0, (max_steps - step) / decay_steps)
+    return 1.0
+
+
 def _train(cfg: TrainConfig, accelerator, log_with: str | None) -> Path:
     """The body of :func:`train`, given its ``Accelerator``."""
     from accelerate.utils import DistributedType, set_seed
-    from transformers.optimization import Adafactor, get_constant_schedule_with_warmup
+    from torch.optim.lr_scheduler import LambdaLR
+    from transformers.optimization import Adafactor
 
     from jointdit_core.checkpoint import load_autoencoder, load_flux_weights, save_addons
     from jointdit_core.config import LoraRanks
@@ -258,13 +272,14 @@ def _train(cfg: TrainConfig, accelerator, log_with: str | None) -> Path:
     optimizer = Adafactor(
         list(model.addons.parameters()), lr=cfg.learning_rate, scale_parameter=False, relative_step=False, warmup_init=False
     )
-    scheduler = get_constant_schedule_with_warmup(optimizer, cfg.lr_warmup_steps)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    if sharded:
-        scheduler = accelerator.prepare(scheduler)
-
     steps_per_epoch = math.ceil(len(loader) / cfg.gradient_accumulation_steps)
     max_steps = cfg.max_train_steps or cfg.max_train_epochs * steps_per_epoch
+    if cfg.lr_decay_steps > max_steps:
+        raise ValueError(f"lr_decay_steps={cfg.lr_decay_steps} is more than the run's {max_steps} steps; lower it")
+    scheduler = LambdaLR(optimizer, functools.partial(lr_factor, warmup_steps=cfg.lr_warmup_steps, max_steps=max_steps, decay_steps=cfg.lr_decay_steps))
+    if sharded:
+        scheduler = accelerator.prepare(scheduler)
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + accelerator.process_index)
 
     # ---------------------------------------------------------------- resume
