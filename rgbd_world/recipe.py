@@ -84,7 +84,8 @@ def run_side_by_side(commands: dict[str, list[str]], log: dict, log_dir: Path) -
     for key, cmd in commands.items():
         path = log_dir / (key.replace("/", "_") + ".log")
         print(f"\n$ {' '.join(cmd)}\n  (one thread, output in {path})", flush=True)
-        started[key] = (subprocess.Popen(cmd, env=_stage_env(threads=1), stdout=path.open("w"), stderr=subprocess.STDOUT), time.time())
+        with path.open("w") as output:  # the child keeps its own copy of the file descriptor
+            started[key] = (subprocess.Popen(cmd, env=_stage_env(threads=1), stdout=output, stderr=subprocess.STDOUT), time.time())
     failed = None
     while started:
         time.sleep(0.2)

@@ -130,15 +130,22 @@ def test_demo_writes_every_file_it_lists(tmp_path):
 def test_recipe_runs_stage_commands_side_by_side_with_one_thread_each(tmp_path):
     import subprocess
     import sys
-    import time
 
     from rgbd_world.recipe import run_side_by_side
 
-    show = "import os, time; time.sleep(0.5); print('threads', os.environ['OMP_NUM_THREADS'])"
+    # each command marks that it started, then waits for the other's mark: run one after the other, the
+    # first would give up after 30 s and fail
+    meet = (
+        "import os, sys, time; from pathlib import Path; me, other = sys.argv[1:]; Path(me).touch()\n"
+        "deadline = time.time() + 30\n"
+        "while not Path(other).exists():\n"
+        "    if time.time() > deadline: sys.exit('the other command never started')\n"
+        "    time.sleep(0.05)\n"
+        "print('threads', os.environ['OMP_NUM_THREADS'])"
+    )
+    a, b = str(tmp_path / "a.started"), str(tmp_path / "b.started")
     log = {}
-    t0 = time.time()
-    run_side_by_side({"addons/a": [sys.executable, "-c", show], "addons/b": [sys.executable, "-c", show]}, log, tmp_path)
-    assert time.time() - t0 < 5  # both ran at once (each sleeps; start-up dominates)
+    run_side_by_side({"addons/a": [sys.executable, "-c", meet, a, b], "addons/b": [sys.executable, "-c", meet, b, a]}, log, tmp_path)
     assert set(log) == {"addons/a", "addons/b"} and log["addons/a"]["command"].startswith("python -c")
     assert (tmp_path / "addons_a.log").read_text().strip() == "threads 1"
     with pytest.raises(subprocess.CalledProcessError):

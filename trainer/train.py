@@ -193,7 +193,11 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int, decay_steps: int = 0
     """Learning-rate multiplier for optimizer step ``step`` (0-based): a linear warmup ``step / warmup_steps``,
     then 1.0 (the official constant schedule with warmup, transformers' ``get_constant_schedule_with_warmup``),
     then, when ``decay_steps`` > 0, a linear cooldown over the last ``decay_steps`` steps,
-    ``(max_steps - step) / decay_steps`` (not in the official recipe; 0 turns it off)."""
+    ``(max_steps - step) / decay_steps`` (not in the official recipe; 0 turns it off).
+
+    transformers' ``get_wsd_schedule(decay_type="linear")`` is the same schedule but computes the cooldown
+    as ``1 - progress``, one ulp off on about a fifth of the steps; this form is the one the shipped
+    ``rgbd_world`` addons were trained with, so the recipe repeats them exactly."""
     if step < warmup_steps:
         return step / max(1, warmup_steps)
     if decay_steps > 0 and step >= max_steps - decay_steps:
