@@ -26,10 +26,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from jointdit_core import FluxConfig, JointDiT  # noqa: E402
-from jointdit_core.latents import image_ids, text_ids  # noqa: E402
+from jointdit_core import FluxConfig, JointDiT
+from jointdit_core.latents import image_ids, text_ids
 
 PRESETS = {
     # hidden 512 (4 heads of 128), 4 double + 8 single blocks, 1024 image + 128 text tokens per row

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..jointdit_core.depth import colorize, disparity_to_model_input, model_output_to_disparity, normalize_disparity  # noqa: F401 (colorize re-exported)
+from jointdit_core.depth import colorize, disparity_to_model_input, model_output_to_disparity, normalize_disparity  # noqa: F401 (colorize re-exported)
 
 COLORMAPS = ("turbo", "gray")  # offered by DecodeDepth; colours from jointdit_core.depth.colorize
 

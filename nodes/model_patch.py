@@ -35,10 +35,10 @@ import comfy.patcher_extension
 import torch
 from comfy_api.latest import io
 
-from ..jointdit_core.addons import JointAddons
-from ..jointdit_core.checkpoint import load_addons
-from ..jointdit_core.config import FluxConfig
-from ..jointdit_core.joint import (
+from jointdit_core.addons import JointAddons
+from jointdit_core.checkpoint import load_addons
+from jointdit_core.config import FluxConfig
+from jointdit_core.joint import (
     BranchLayout,
     JointInputs,
     joint_double_block,

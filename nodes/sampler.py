@@ -21,8 +21,8 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
-from ..jointdit_core.sampler import TASKS, BranchLevels, branch_schedules, sample, seeded_noise, task_levels
-from ..jointdit_core.schedules import custom_schedule, flux_shifted_schedule, linear_schedule
+from jointdit_core.sampler import TASKS, BranchLevels, branch_schedules, sample, seeded_noise, task_levels
+from jointdit_core.schedules import custom_schedule, flux_shifted_schedule, linear_schedule
 from .model_patch import RUN_KEY, JointRun, jointdit_info
 
 TASK_NAMES = list(TASKS) + ["custom"]

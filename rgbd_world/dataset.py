@@ -1,4 +1,4 @@
-"""Write RGB-D world scenes as a trainer dataset folder (layout of trainer/data.py)::
+"""Write RGB-D world scenes as a trainer dataset folder (layout of jointdit_trainer/data.py)::
 
     <out>/images/<stem>.png          rgb, uint8
     <out>/depth/<stem>.npy           disparity normalised per image to [0, 1] (near = 1), float32

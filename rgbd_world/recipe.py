@@ -8,9 +8,9 @@ by hand):
 1. ``data``      training scenes -> ``<work>/data/train`` (python -m rgbd_world.make_dataset)
 2. ``text``      CLIP and T5 text encoders with the caption tokenizer, random, seeded -> ``<out>/text``
 3. ``ae``        the autoencoder -> ``<out>/ae.safetensors`` (python -m rgbd_world.train_autoencoder)
-4. ``cache``     the trainer's latent cache -> ``<work>/cache`` (python -m trainer preprocess)
+4. ``cache``     the trainer's latent cache -> ``<work>/cache`` (python -m jointdit_trainer preprocess)
 5. ``base``      the text-to-image base -> ``<out>/flux.safetensors`` (python -m rgbd_world.train_base)
-6. ``addons``    JointDiT addons with the trainer (python -m trainer train, config
+6. ``addons``    JointDiT addons with the trainer (python -m jointdit_trainer train, config
                  ``rgbd_world/configs/jointdit_small.toml``): ``uts_asw`` (the recipe as published),
                  ``same_timestep`` (UTS off) and ``asw_off`` (ASW off); same seed and steps
                  -> ``<out>/addons/<variant>.safetensors`` + sidecar
@@ -197,7 +197,7 @@ def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES
         run(py + ["rgbd_world.train_autoencoder", "--data", str(work / "data" / "train"), "--out", str(out / "ae.safetensors"), "--steps", str(sizes["ae_steps"]), "--seed", str(seed)], log, "ae")
     if "cache" in stages:
         shutil.rmtree(work / "cache", ignore_errors=True)
-        run(py + ["trainer", "preprocess", "--config", str(CONFIG)] + tset, log, "cache")
+        run(py + ["jointdit_trainer", "preprocess", "--config", str(CONFIG)] + tset, log, "cache")
     if "base" in stages:
         run(py + ["rgbd_world.train_base", "--cache", str(work / "cache"), "--out", str(out / "flux.safetensors"), "--steps", str(sizes["base_steps"]), "--seed", str(seed)], log, "base")
     if "addons" in stages:
@@ -206,7 +206,7 @@ def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES
         for name, ov in VARIANTS.items():
             shutil.rmtree(work / "addons" / name, ignore_errors=True)
             extra = ["--set", f"output_dir={work / 'addons' / name}"] + [a for k, v in ov.items() for a in ("--set", f"{k}={json.dumps(v)}")]
-            commands[f"addons/{name}"] = py + ["trainer", "train", "--config", str(CONFIG)] + tset + extra
+            commands[f"addons/{name}"] = py + ["jointdit_trainer", "train", "--config", str(CONFIG)] + tset + extra
         if side_by_side:
             run_side_by_side(commands, log, work / "logs")
         else:

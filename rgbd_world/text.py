@@ -129,7 +129,7 @@ def build_text_encoders(
 
 def load_text_encoders(root: str | Path, t5_max_length: int | None = None, device: str = "cpu", dtype=torch.float32):
     """Load root/clip and root/t5 (written by :func:`build_text_encoders`) with the trainer's
-    loader, ``trainer.text_encoders.TextEncoders``, so captions are encoded exactly as the
+    loader, ``jointdit_trainer.text_encoders.TextEncoders``, so captions are encoded exactly as the
     trainer caches them. ``encoders.encode(captions)`` returns (t5 tokens (B, T, t5_dim),
     clip pooled (B, clip_dim)) float32 on the CPU; T = t5_max_length (default: the T5
     tokenizer's model_max_length, 32; CLIP is padded to 77 like CLIP-L).
@@ -137,7 +137,7 @@ def load_text_encoders(root: str | Path, t5_max_length: int | None = None, devic
     """
     from transformers import AutoTokenizer
 
-    from trainer.text_encoders import TextEncoders
+    from jointdit_trainer.text_encoders import TextEncoders
 
     root = Path(root)
     for sub in ("clip", "t5"):

@@ -2,7 +2,7 @@
 
     python -m rgbd_world.train_base --cache CACHE_DIR --out MODEL_DIR/flux.safetensors [--steps N]
 
-It reads the latent cache that ``python -m trainer preprocess`` writes (image latents, T5 token
+It reads the latent cache that ``python -m jointdit_trainer preprocess`` writes (image latents, T5 token
 states, CLIP pooled vectors, the empty prompt), so the base sees exactly the latents and text
 embeddings the JointDiT addons are later trained on. Only the image latents are used: the base is a
 plain text-to-image model, as FLUX.1-dev is for JointDiT.
@@ -34,7 +34,7 @@ from jointdit_core.config import FluxConfig
 from jointdit_core.flux import Flux
 from jointdit_core.latents import image_ids, pack, text_ids, unpack
 from jointdit_core.schedules import flux_mu, flux_shifted_schedule
-from trainer.timesteps import shifted_logit_normal
+from jointdit_trainer.timesteps import shifted_logit_normal
 
 from .train_autoencoder import cosine_lr
 
@@ -60,9 +60,9 @@ def load_cache(cache_dir: str | Path) -> dict:
         {"image_latent": (N, C, h, w), "t5": (N, T, ctx), "clip_pooled": (N, vec), "empty_t5": (T, ctx),
         "empty_pooled": (vec,), "manifest": dict}; tensors float32.
     Raises:
-        FileNotFoundError: no cache (run ``python -m trainer preprocess`` first).
+        FileNotFoundError: no cache (run ``python -m jointdit_trainer preprocess`` first).
     """
-    from trainer.data import read_manifest
+    from jointdit_trainer.data import read_manifest
 
     cache_dir = Path(cache_dir)
     manifest = read_manifest(cache_dir)
@@ -223,7 +223,7 @@ def train_base(
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cache", required=True, help="latent cache of python -m trainer preprocess")
+    p.add_argument("--cache", required=True, help="latent cache of python -m jointdit_trainer preprocess")
     p.add_argument("--out", required=True, help="output .safetensors (a .json of the same stem is written too)")
     p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--batch", type=int, default=64)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from rgbd_world import scenes as W
 from rgbd_world.dataset import write_dataset
-from trainer.data import load_disparity, load_image, scan_dataset
+from jointdit_trainer.data import load_disparity, load_image, scan_dataset
 
 
 def test_written_folder_is_a_trainer_dataset_with_normalised_disparity(tmp_path):

@@ -53,9 +53,9 @@ def test_recipe_stages_in_miniature(tmp_path):
     from rgbd_world.text import build_text_encoders
     from rgbd_world.train_autoencoder import train_autoencoder
     from rgbd_world.train_base import train_base
-    from trainer.config import load_config
-    from trainer.preprocess import preprocess
-    from trainer.train import train
+    from jointdit_trainer.config import load_config
+    from jointdit_trainer.preprocess import preprocess
+    from jointdit_trainer.train import train
 
     out, work = tmp_path / "model", tmp_path / "work"
     write_dataset(work / "data" / "train", "train", count=4, size=32, progress=False)

@@ -10,10 +10,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from jointdit_core.checkpoint import load_autoencoder
-from trainer.config import load_config
-from trainer.data import CachedPairs, scan_dataset
-from trainer.preprocess import preprocess
-from trainer.text_encoders import TextEncoders
+from jointdit_trainer.config import load_config
+from jointdit_trainer.data import CachedPairs, scan_dataset
+from jointdit_trainer.preprocess import preprocess
+from jointdit_trainer.text_encoders import TextEncoders
 from trainer_tiny import make_setup
 
 
@@ -163,7 +163,7 @@ def test_depth_anything_fills_missing_depth_maps(made, tmp_path):
     assert "nodepth" in manifest["samples"]
     assert "nodepth" not in {s["stem"] for s in manifest["skipped"]}
 
-    from trainer.preprocess import DepthEstimator
+    from jointdit_trainer.preprocess import DepthEstimator
 
     cropped = expected_crop(root / "data" / "images" / "nodepth.png", mode="RGB")
     disp = torch.from_numpy(DepthEstimator(folder, torch.device("cpu"))(cropped))

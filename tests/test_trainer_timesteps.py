@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from trainer.timesteps import NORMAL_SHIFT, SMALL_SHIFT, sample_timesteps, shifted_logit_normal
+from jointdit_trainer.timesteps import NORMAL_SHIFT, SMALL_SHIFT, sample_timesteps, shifted_logit_normal
 
 N = 400_000
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)

@@ -14,10 +14,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from trainer.checkpointing import list_checkpoints, read_training_state
-from trainer.config import load_config
-from trainer.preprocess import preprocess
-from trainer.train import train
+from jointdit_trainer.checkpointing import list_checkpoints, read_training_state
+from jointdit_trainer.config import load_config
+from jointdit_trainer.preprocess import preprocess
+from jointdit_trainer.train import train
 from trainer_tiny import TINY_FLUX, make_setup
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,7 +111,7 @@ def test_lr_cooldown_follows_the_schedule_and_resumes_exactly(setup):
 
 
 def test_lr_factor():
-    from trainer.train import lr_factor
+    from jointdit_trainer.train import lr_factor
 
     assert [lr_factor(s, 2, 10) for s in (0, 1, 2, 9)] == [0.0, 0.5, 1.0, 1.0]  # official: warmup, constant
     assert [lr_factor(s, 0, 10, 4) for s in (5, 6, 7, 9, 10)] == [1.0, 1.0, 0.75, 0.25, 0.0]
@@ -141,7 +141,7 @@ def test_sigkill_then_resume(setup):
     cfg_path = root / "killed.json"
     cfg_path.write_text(json.dumps({**values, "output_dir": str(out), "learning_rate": 1e-3, "max_train_steps": 300,
                                     "save_every_n_steps": 10, "resume_from": "latest", "keep_last_n_checkpoints": 3}))
-    cmd = [sys.executable, "-m", "trainer", "train", "--config", str(cfg_path)]
+    cmd = [sys.executable, "-m", "jointdit_trainer", "train", "--config", str(cfg_path)]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -184,7 +184,7 @@ def test_data_parallel_two_processes_resume_exactly(setup):
         cfg_path.write_text(json.dumps({**values, "output_dir": str(out), "learning_rate": 1e-3, "max_train_steps": steps,
                                         "train_batch_size": 1, "save_every_n_steps": 0, "resume_from": "latest"}))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "trainer", "train", "--config", str(cfg_path)]
+               "-m", "jointdit_trainer", "train", "--config", str(cfg_path)]
         done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout

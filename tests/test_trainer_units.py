@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from jointdit_core.latents import pack, unpack
-from trainer.__main__ import main
-from trainer.atomic import is_tmp, save_json_atomic, save_safetensors_atomic
-from trainer.checkpointing import list_checkpoints, optimizer_from_flat, optimizer_to_flat, prune_checkpoints, resolve_resume
-from trainer.config import TrainConfig, load_config
-from trainer.train import flow_matching_loss
+from jointdit_trainer.__main__ import main
+from jointdit_trainer.atomic import is_tmp, save_json_atomic, save_safetensors_atomic
+from jointdit_trainer.checkpointing import list_checkpoints, optimizer_from_flat, optimizer_to_flat, prune_checkpoints, resolve_resume
+from jointdit_trainer.config import TrainConfig, load_config
+from jointdit_trainer.train import flow_matching_loss
 
 
 def test_defaults_are_the_official_recipe():
@@ -26,7 +26,7 @@ def test_defaults_are_the_official_recipe():
 def test_example_config_is_the_official_recipe():
     from pathlib import Path
 
-    example = load_config(Path(__file__).resolve().parent.parent / "trainer" / "example_config.toml")
+    example = load_config(Path(__file__).resolve().parent.parent / "jointdit_trainer" / "example_config.toml")
     default = TrainConfig()
     for key in ("learning_rate", "lr_warmup_steps", "train_batch_size", "max_train_epochs", "mixed_precision", "resolution",
                 "gradient_checkpointing", "guidance_scale", "caption_dropout", "timestep_sampling", "asw_strength", "seed"):

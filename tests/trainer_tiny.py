@@ -145,11 +145,11 @@ def make_setup(root: Path, n: int = 4, extras: bool = False) -> dict:
 
 
 def make_random_cache(cache_dir: Path, n: int = 4, seed: int = 0, t5_tokens: int = 8) -> Path:
-    """A latent cache of random tensors in the layout ``python -m trainer preprocess`` writes.
+    """A latent cache of random tensors in the layout ``python -m jointdit_trainer preprocess`` writes.
 
     For environments without usable text encoders (training itself never runs them).
     """
-    from trainer.data import CACHE_VERSION
+    from jointdit_trainer.data import CACHE_VERSION
 
     g = torch.Generator().manual_seed(seed)
     c, ctx, vec = TINY_FLUX.in_channels // 4, TINY_FLUX.context_in_dim, TINY_FLUX.vec_in_dim

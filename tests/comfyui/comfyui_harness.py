@@ -86,10 +86,10 @@ def load_pack() -> SimpleNamespace:
         depth=load("nodes.depth"),
         depth_maps=load("nodes.depth_maps"),
         core=SimpleNamespace(
-            latents=load("jointdit_core.latents"),
-            checkpoint=load("jointdit_core.checkpoint"),
-            model=load("jointdit_core.model"),
-            sampler=load("jointdit_core.sampler"),
-            schedules=load("jointdit_core.schedules"),
+            latents=importlib.import_module("jointdit_core.latents"),
+            checkpoint=importlib.import_module("jointdit_core.checkpoint"),
+            model=importlib.import_module("jointdit_core.model"),
+            sampler=importlib.import_module("jointdit_core.sampler"),
+            schedules=importlib.import_module("jointdit_core.schedules"),
         ),
     )

@@ -32,8 +32,8 @@ def test_trained_addons_load_through_loadjointdit(pack, tmp_path):
 
     sys.path.insert(0, str(REPO / "tests"))
     from test_comfyui_golden import raw_forward
-    from trainer.config import load_config
-    from trainer.train import train
+    from jointdit_trainer.config import load_config
+    from jointdit_trainer.train import train
     from trainer_tiny import TINY_FLUX, TINY_RANKS, make_flux, make_random_cache
 
     values = {

@@ -1,4 +1,4 @@
-"""``python -m trainer preprocess``: raw dataset folder -> safetensors cache of latents and text embeddings.
+"""``python -m jointdit_trainer preprocess``: raw dataset folder -> safetensors cache of latents and text embeddings.
 
 Per sample: resize and centre-crop the image (and its depth map) to ``resolution``; take the depth map
 from the dataset, or predict it with a local Depth-Anything-V2 (``depth_model``) when there is none;
@@ -73,7 +73,7 @@ class DepthEstimator:
 
 
 def preprocess(cfg: TrainConfig) -> dict:
-    """Build the cache (layout in :mod:`trainer.data`) and return its manifest.
+    """Build the cache (layout in :mod:`jointdit_trainer.data`) and return its manifest.
 
     Raises:
         FileNotFoundError: dataset, autoencoder or text encoders missing.

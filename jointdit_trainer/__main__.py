@@ -1,25 +1,20 @@
-"""Command line: ``python -m trainer {preprocess,train} [--config FILE] [--set key=value ...]``."""
+"""Command line: ``python -m jointdit_trainer {preprocess,train} [--config FILE] [--set key=value ...]``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # `python trainer/__main__.py`: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    __package__ = "trainer"
-
-from .config import load_config  # noqa: E402
+from .config import load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer", description="JointDiT addon training")
+    parser = argparse.ArgumentParser(prog="python -m jointdit_trainer", description="JointDiT addon training")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("preprocess", "resize/crop, depth, autoencoder latents and text embeddings -> safetensors cache"),
-        ("train", "train the JointDiT addons on the cache (also under `accelerate launch -m trainer train`)"),
+        ("train", "train the JointDiT addons on the cache (also under `accelerate launch -m jointdit_trainer train`)"),
     ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--config", help="TOML, JSON or YAML config file")
@@ -31,7 +26,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # jointdit_core next to trainer/
     try:
         cfg = load_config(args.config, args.overrides)
     except (ValueError, FileNotFoundError) as exc:

@@ -12,7 +12,7 @@ Depth maps are relative disparity (near = large) as Depth-Anything-V2 writes the
 PNG depth may be 8- or 16-bit grayscale; .npy/.npz hold a 2-D float array (an .npz holds one array,
 or one named "disparity" or "depth").
 
-Cache layout (written by ``python -m trainer preprocess``)::
+Cache layout (written by ``python -m jointdit_trainer preprocess``)::
 
     <cache_dir>/cache.json                 manifest (resolution, shapes, depth_transform, skipped samples)
     <cache_dir>/samples/<stem>.safetensors image_latent (C,h,w), depth_latent (C,h,w), t5 (T,ctx), clip_pooled (vec)
@@ -250,11 +250,11 @@ def read_manifest(cache_dir: str | Path) -> dict:
     """Load ``cache.json``.
 
     Raises:
-        FileNotFoundError: no cache there (tells to run ``python -m trainer preprocess``).
+        FileNotFoundError: no cache there (tells to run ``python -m jointdit_trainer preprocess``).
     """
     path = Path(cache_dir) / "cache.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no latent cache at {cache_dir} (cache.json missing); run `python -m trainer preprocess` first")
+        raise FileNotFoundError(f"no latent cache at {cache_dir} (cache.json missing); run `python -m jointdit_trainer preprocess` first")
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 

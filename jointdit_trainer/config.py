@@ -22,7 +22,7 @@ TIMESTEP_SAMPLINGS = ("uts", "same")
 
 @dataclass
 class TrainConfig:
-    """Everything ``python -m trainer preprocess`` and ``python -m trainer train`` read.
+    """Everything ``python -m jointdit_trainer preprocess`` and ``python -m jointdit_trainer train`` read.
 
     Paths may be relative; they are resolved against the current directory. ``None`` means unset.
     """

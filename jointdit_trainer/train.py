@@ -1,9 +1,9 @@
-"""``python -m trainer train``: fine-tune the JointDiT addons on a latent cache with accelerate.
+"""``python -m jointdit_trainer train``: fine-tune the JointDiT addons on a latent cache with accelerate.
 
 The official recipe (spec section 7): the Flux base is frozen; the addons (depth-branch LoRAs, joint
 layers) start as the official trainer starts them (joint layers zero, LoRA B zero, LoRA A
 xavier-uniform) and train with Adafactor at lr 1e-5 (constant schedule with warmup, no clipping).
-Each pair gets timesteps from unbalanced timestep sampling (:mod:`trainer.timesteps`); both rows are
+Each pair gets timesteps from unbalanced timestep sampling (:mod:`jointdit_trainer.timesteps`); both rows are
 noised ``x_t = (1 - t) x0 + t noise`` and the loss is the MSE between the predicted velocity and
 ``noise - x0`` over both rows. Captions are replaced by the empty prompt with probability 0.1;
 the guidance input is 1.0.
