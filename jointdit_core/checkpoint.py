@@ -27,7 +27,7 @@ from .autoencoder import AutoEncoder
 from .config import AutoEncoderConfig, FluxConfig, LoraRanks
 from .depth import DEPTH_TRANSFORMS
 
-# The sidecar flags of the official release and their defaults (the official code's jointdit.json).
+# The sidecar flags of the official release and their defaults (docs/method.md §8).
 OFFICIAL_SIDECAR = {"is_txt_ids_training": False, "is_attnmask_training": False, "depth_transform": "none"}
 SIDECAR_FALLBACK_NAMES = ("jointdit_addons.json", "jointdit.json")
 ADDON_DTYPES = (torch.bfloat16, torch.float16, torch.float32)

@@ -1,4 +1,4 @@
-"""Depth conventions of JointDiT (as the official code, kaist-ami/JointDiT, prepares and decodes depth).
+"""Depth conventions of JointDiT, as the official release prepares and decodes depth (docs/method.md §6).
 
 The depth branch sees relative *disparity* (near = large), min-max normalised per image to [0, 1],
 optionally inverted (checkpoint ``depth_transform == "inverse"``: near = dark), replicated to 3 channels
