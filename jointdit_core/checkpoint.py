@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -23,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from .addons import JointAddons
 from .autoencoder import AutoEncoder
 from .config import AutoEncoderConfig, FluxConfig, LoraRanks
+from .files import save_json_atomic, write_atomic
 
 OFFICIAL_SIDECAR = {"is_txt_ids_training": False, "is_attnmask_training": False, "depth_transform": "none"}
 SIDECAR_FALLBACK_NAMES = ("jointdit_addons.json", "jointdit.json")
@@ -288,19 +288,6 @@ def _device_name(device) -> str:
     return "cpu" if device.type == "cpu" else str(device)
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_addons(
     path: str | os.PathLike,
     addons: torch.nn.Module | Mapping[str, torch.Tensor],
@@ -327,8 +314,8 @@ def save_addons(
     if config is not None:
         metadata["flux_config"] = json.dumps(config.to_dict())
     flags = {**OFFICIAL_SIDECAR, **(sidecar or {})}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(flags, indent=4) + "\n"))
+    write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    save_json_atomic(flags, path.with_suffix(".json"), indent=4)
     return path
 
 

@@ -8,7 +8,8 @@ import torch
 
 from jointdit_core.latents import pack, unpack
 from jointdit_trainer.__main__ import main
-from jointdit_trainer.atomic import is_tmp, save_json_atomic, save_safetensors_atomic
+from jointdit_core.files import is_tmp, save_json_atomic, save_safetensors_atomic
+from jointdit_trainer import manifest
 from jointdit_trainer.checkpointing import list_checkpoints, optimizer_from_flat, optimizer_to_flat, prune_checkpoints, resolve_resume
 from jointdit_trainer.config import TrainConfig, load_config
 from jointdit_trainer.train import flow_matching_loss
@@ -171,10 +172,12 @@ def test_optimizer_state_roundtrip_through_safetensors_and_json(tmp_path):
         assert torch.equal(a, b)
 
 
-def test_checkpoint_listing_ignores_incomplete_folders(tmp_path):
+def test_checkpoint_listing_ignores_incomplete_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("JOINTDIT_TRAINER_KEY_FILE", str(tmp_path / "key"))
     for step in (5, 10, 15):
         (tmp_path / f"checkpoint-{step}").mkdir()
         (tmp_path / f"checkpoint-{step}" / "training_state.json").write_text("{}")
+        manifest.write(tmp_path / f"checkpoint-{step}")
     (tmp_path / "checkpoint-20.tmp-write").mkdir()  # an interrupted write
     (tmp_path / "checkpoint-25").mkdir()  # no state file
     assert [s for s, _ in list_checkpoints(tmp_path)] == [5, 10, 15]
