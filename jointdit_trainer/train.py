@@ -485,13 +485,14 @@ def _all_finite(run: TrainingRun, loss: torch.Tensor) -> bool:
 def _nonfinite_loss(run: TrainingRun, loss, loss_rgb, loss_depth) -> None:
     """Stop with a clear message, or (``nonfinite_loss="skip"``) mark this step's update as dropped."""
     where = f"step {run.step + 1}: the loss is not finite (loss {loss.item()}, rgb {loss_rgb.item()}, depth {loss_depth.item()}"
+    where += ")" if run.accelerator.num_processes == 1 else f" on process {run.accelerator.process_index} or another)"
     if run.cfg.nonfinite_loss == "skip":
-        logger.warning("%s on some process); skipping this step's update (nonfinite_loss=skip)", where)
+        logger.warning("%s; skipping this step's update (nonfinite_loss=skip)", where)
         run.window_skipped = True
         return
     newest = ckpt.list_checkpoints(run.out_dir)
     raise TrainingError(
-        f"{where} on some process); stopping, nothing more is saved (newest checkpoint: "
+        f"{where}; stopping, nothing more is saved (newest checkpoint: "
         f"{newest[-1][1] if newest else 'none'}). Look for NaN/Inf in the latent cache (re-run preprocess) or lower "
         "learning_rate; set nonfinite_loss = \"skip\" to skip such steps instead"
     )
