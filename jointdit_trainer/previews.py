@@ -1,7 +1,8 @@
 """Preview samples during training: joint generation of the cached sample prompts, saved as PNGs.
 
-The sampling plan is the core's (:func:`jointdit_core.sampler.plan_sampling`), as for the nodes and the
-pipeline; the sampler is the core's Euler ``sample``.
+The sampling plan is the core's :func:`jointdit_core.sampler.plan_sampling` (task "joint_generation",
+the official flux-shifted schedule), as for the nodes and the pipeline; the sampler is the core's Euler
+``sample``.
 """
 
 from __future__ import annotations
@@ -28,14 +29,6 @@ class Previews:
     dtype: torch.dtype  # compute dtype of the sampling forward
 
 
-def sampling_sigmas(steps: int, token_count: int) -> tuple[list[float], list[float]]:
-    """The rgb and depth sigma schedules of joint generation (the official flux-shifted schedule)."""
-    from jointdit_core.schedules import flux_shifted_schedule
-
-    sigmas = flux_shifted_schedule(steps, token_count)
-    return sigmas, sigmas
-
-
 @torch.no_grad()
 def joint_samples(model, ae, prompts: list[str], cond: dict, cfg, depth_transform: str, device, dtype) -> list:
     """Joint generation of each cached sample prompt; returns PIL images (rgb | depth side by side).
@@ -48,12 +41,13 @@ def joint_samples(model, ae, prompts: list[str], cond: dict, cfg, depth_transfor
     from PIL import Image
 
     from jointdit_core.depth import model_output_to_disparity
+    from jointdit_core.images import model_to_uint8, unit_to_uint8
     from jointdit_core.latents import image_ids, pack, unpack
-    from jointdit_core.sampler import sample, seeded_noise
+    from jointdit_core.sampler import plan_sampling, sample, seeded_noise
 
     res = cfg.sample_resolution or cfg.resolution
     h = w = res // ae.config.downscale
-    rgb_sigmas, depth_sigmas = sampling_sigmas(cfg.sample_steps, (h // 2) * (w // 2))
+    plan = plan_sampling("joint_generation", steps=cfg.sample_steps, schedule="flux_shifted", token_count=(h // 2) * (w // 2))
     images = []
     for i, _ in enumerate(prompts):
         txt = cond["t5"][i : i + 1].to(device, dtype)
@@ -66,11 +60,11 @@ def joint_samples(model, ae, prompts: list[str], cond: dict, cfg, depth_transfor
             v = model.velocity(x_rgb.to(dtype), x_depth.to(dtype), t_rgb, t_depth, ids, txt, y, guidance, asw_strength=cfg.asw_strength)
             return v[0].float(), v[1].float()
 
-        x_rgb, x_depth = sample(velocity, rgb_sigmas, depth_sigmas, pack(noise_rgb), pack(noise_depth))
+        x_rgb, x_depth = sample(velocity, plan.rgb_sigmas, plan.depth_sigmas, pack(noise_rgb), pack(noise_depth))
         decoded = ae.decode(torch.cat([unpack(x_rgb, h, w), unpack(x_depth, h, w)]).to(next(ae.parameters()).dtype)).float()
-        rgb = ((decoded[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        rgb = model_to_uint8(decoded[0]).numpy()
         disp = model_output_to_disparity(decoded[1:], depth_transform)[0]
-        gray = (disp * 255).round().byte().cpu().numpy()
+        gray = unit_to_uint8(disp).numpy()
         images.append(Image.fromarray(np.concatenate([rgb, np.repeat(gray[..., None], 3, axis=2)], axis=1)))
     return images
 

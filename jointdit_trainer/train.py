@@ -199,7 +199,8 @@ class TrainingRun:
 
     @property
     def sidecar(self) -> dict:
-        return {"is_txt_ids_training": False, "is_attnmask_training": False, "depth_transform": self.dataset.manifest["depth_transform"]}
+        """The addon file's sidecar flags (save_addons adds the official defaults of the other flags)."""
+        return {"depth_transform": self.dataset.manifest["depth_transform"]}
 
 
 def train(cfg: TrainConfig) -> Path:
