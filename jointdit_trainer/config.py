@@ -1,6 +1,6 @@
 """Training and preprocessing configuration: one flat dataclass, a config file, command-line overrides.
 
-Defaults reproduce the official JointDiT recipe (spec section 7 and the official README's training
+Defaults reproduce the official JointDiT recipe (docs/method.md §7 and the official README's training
 command): Adafactor (relative_step, scale_parameter and warmup_init off), lr 1e-5, constant schedule
 with warmup (0 warmup steps, the sd-scripts default the official command leaves unchanged), batch 4
 pairs, 512x512, bf16, gradient checkpointing, guidance input 1.0, 10% caption dropout, 8 epochs,
@@ -52,7 +52,7 @@ class TrainConfig:
     output_name: str = "jointdit_addons"
     resolution: int = 512
     depth_kind: str = "disparity"  # "disparity" (near = large, Depth-Anything) or "depth" (near = small)
-    depth_transform: str = "none"  # "none" | "inverse" (spec section 6)
+    depth_transform: str = "none"  # "none" | "inverse" (docs/method.md §6)
     t5_max_length: int = 512
     cache_dtype: str = "bf16"  # "bf16" | "fp32"
     latent_sample: bool = True  # encode with a posterior sample, as the official cache does

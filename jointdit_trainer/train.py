@@ -1,6 +1,6 @@
 """``python -m jointdit_trainer train``: fine-tune the JointDiT addons on a latent cache with accelerate.
 
-The official recipe (spec section 7): the Flux base is frozen; the addons (depth-branch LoRAs, joint
+The official recipe (docs/method.md §7): the Flux base is frozen; the addons (depth-branch LoRAs, joint
 layers) start as the official trainer starts them (joint layers zero, LoRA B zero, LoRA A
 xavier-uniform) and train with Adafactor at lr 1e-5 (constant schedule with warmup, no clipping).
 Each pair gets timesteps from unbalanced timestep sampling (:mod:`jointdit_trainer.timesteps`); both rows are
@@ -73,7 +73,7 @@ def collate(items: list[dict]) -> dict:
 
 
 def flow_matching_loss(model, batch: dict, empty: dict, cfg: TrainConfig, generator: torch.Generator, device, guidance_embed: bool):
-    """One joint training loss (spec section 7).
+    """One joint training loss (docs/method.md §7).
 
     Args:
         model: the (wrapped) :class:`~jointdit_core.model.JointDiT`.

@@ -24,8 +24,14 @@ source "$VENV/bin/activate"
 if ! python -c "import torch, safetensors, accelerate, transformers, pytest" 2>/dev/null; then
   python -m pip install -q --upgrade pip
   if ! python -c "import torch" 2>/dev/null; then
-    echo "installing $TORCH_SPEC from $TORCH_INDEX_URL or pip's configured sources" >&2
-    if ! python -m pip install -qq --retries 1 --timeout 30 --extra-index-url "$TORCH_INDEX_URL" "$TORCH_SPEC"; then
+    index=(--extra-index-url "$TORCH_INDEX_URL")
+    if python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)" "$TORCH_INDEX_URL" 2>/dev/null; then
+      echo "installing $TORCH_SPEC from $TORCH_INDEX_URL (or pip's configured sources)" >&2
+    else
+      echo "installing $TORCH_SPEC from pip's configured sources ($TORCH_INDEX_URL is not reachable)" >&2
+      index=()
+    fi
+    if ! python -m pip install -q ${index[@]+"${index[@]}"} "$TORCH_SPEC"; then
       echo "could not install $TORCH_SPEC: set TORCH_INDEX_URL to a reachable index with CPU builds of torch, or" \
            "TORCH_SPEC=\"torch==$TORCH_VERSION\" for pip's default build (on Linux from PyPI: the CUDA build, several GB)" >&2
       return 1 2>/dev/null || exit 1

@@ -193,3 +193,19 @@ def test_accelerate_state_is_loaded_only_when_signed_by_this_trainer(setup, tmp_
     with pytest.raises(TrainingError, match="checkpoint-2 has no checksums.json.*not loaded without a signed manifest"):
         train(config(values, out, max_train_steps=3, save_every_n_steps=0, resume_from=str(folder)))
     assert loads == []
+
+
+def test_checkpoint_of_an_earlier_trainer_without_checksums_still_resumes(setup, caplog):
+    from jointdit_trainer.checkpointing import resolve_resume
+
+    root, _ = setup
+    out = _copy_base(root, "earlier_version")
+    (out / "checkpoint-6" / "checksums.json").unlink()
+    with caplog.at_level(logging.WARNING, logger="jointdit_trainer"):
+        assert resolve_resume("latest", out) == out / "checkpoint-6"
+    assert "checkpoint-6 has no checksums.json (written by a trainer version without checksums): resuming without verifying it" in caplog.text
+    state = out / "checkpoint-6" / "training_state.safetensors"
+    tensors = load_file(str(state))
+    next(v for k, v in tensors.items() if k.startswith("addon."))[0] = float("nan")
+    save_file(tensors, str(state))
+    assert resolve_resume("latest", out) == out / "checkpoint-3"  # unverifiable and non-finite: the previous one
