@@ -183,7 +183,7 @@ class TrainingRun:
     last_saved: int = -1  # step of the newest checkpoint of this run (or the one resumed from)
     window: list = field(default_factory=list)  # (loss, loss_rgb, loss_depth) of the micro-batches of this step
     window_skipped: bool = False  # a non-finite loss in this step's micro-batches (nonfinite_loss="skip")
-    t_start: float = field(default_factory=time.time)
+    t_start: float = 0.0  # time.time() when the loop started (the log's "time" counts from it)
 
     @property
     def out_dir(self) -> Path:
@@ -251,7 +251,7 @@ def _train(cfg: TrainConfig, accelerator, log_with: str | None) -> Path:
     if cfg.sample_at_first and run.step == 0:
         take_samples(run)
     progress = tqdm(total=run.max_steps, initial=run.step, desc="steps", disable=not accelerator.is_local_main_process)
-    run.epoch = run.step // run.steps_per_epoch
+    run.epoch, run.t_start = run.step // run.steps_per_epoch, time.time()
     while run.step < run.max_steps:
         if run_epoch(run, progress):
             run.epoch += 1
