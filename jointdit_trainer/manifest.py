@@ -116,10 +116,11 @@ def verify(folder: str | os.PathLike, signed: bool = False) -> None:
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise DamagedCheckpoint(f"{folder.name}/{MANIFEST} is unreadable ({exc})") from None
     present = set(_files(folder))
-    for name in sorted(set(files) - present):
-        raise DamagedCheckpoint(f"{folder.name}/{name} is missing")
-    for name in sorted(present - set(files)):
-        raise DamagedCheckpoint(f"{folder.name}/{name} is not in {MANIFEST}: it was added after the checkpoint was written")
+    missing, added = sorted(set(files) - present), sorted(present - set(files))
+    if missing:
+        raise DamagedCheckpoint(f"{folder.name}/{missing[0]} is missing")
+    if added:
+        raise DamagedCheckpoint(f"{folder.name}/{added[0]} is not in {MANIFEST}: it was added after the checkpoint was written")
     for name, entry in files.items():
         size = (folder / name).stat().st_size
         if size != entry["bytes"]:
