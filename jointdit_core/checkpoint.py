@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -26,6 +25,7 @@ from .addons import JointAddons
 from .autoencoder import AutoEncoder
 from .config import AutoEncoderConfig, FluxConfig, LoraRanks
 from .depth import DEPTH_TRANSFORMS
+from .files import save_json_atomic, write_atomic
 
 # The sidecar flags of the official release and their defaults (docs/method.md §8).
 OFFICIAL_SIDECAR = {"is_txt_ids_training": False, "is_attnmask_training": False, "depth_transform": "none"}
@@ -327,19 +327,6 @@ def _device_name(device) -> str:
     return "cpu" if device.type == "cpu" else str(device)
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_addons(
     path: str | os.PathLike,
     addons: torch.nn.Module | Mapping[str, torch.Tensor],
@@ -368,8 +355,8 @@ def save_addons(
     if config is not None:
         metadata["flux_config"] = json.dumps(config.to_dict())
     flags = check_sidecar(sidecar or {}, str(path.with_suffix(".json")))
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(flags, indent=4) + "\n"))
+    write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    save_json_atomic(flags, path.with_suffix(".json"), indent=4)
     return path
 
 

@@ -36,9 +36,13 @@ def main(argv: list[str] | None = None) -> int:
 
         preprocess(cfg)
     else:
-        from .train import train
+        from .train import TrainingError, train
 
-        train(cfg)
+        try:
+            train(cfg)
+        except TrainingError as exc:
+            print(f"training stopped: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

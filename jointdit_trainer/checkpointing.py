@@ -1,4 +1,4 @@
-"""Training checkpoints in safetensors + JSON (no pickle), written atomically.
+"""Training checkpoints: safetensors + JSON, written atomically, with a checksum manifest.
 
 ``<output_dir>/checkpoint-<step>/`` holds:
 
@@ -9,12 +9,18 @@
 * ``training_state.json``: step, epoch, the optimizer's param groups and scalar state, the learning-rate
   scheduler state, the config;
 * ``rng_rank<r>.safetensors``: RNG states of process r (torch CPU/CUDA, the trainer's generator,
-  numpy; Python's ``random`` state in the metadata).
+  numpy; Python's ``random`` state in the metadata);
+* ``checksums.json``: size and sha256 of every other file, signed (:mod:`jointdit_trainer.manifest`);
+  a resume verifies it first and falls back to the newest intact checkpoint.
 
 The folder is written under a temporary name and renamed when complete, so a folder named
-``checkpoint-<step>`` is always whole. Under FSDP or DeepSpeed the optimizer is sharded; there the
-model/optimizer part is accelerate's ``save_state`` (``safe_serialization=True`` for the weights;
-accelerate writes the optimizer and scheduler with ``torch.save``) in ``accelerate_state/``.
+``checkpoint-<step>`` is always whole. This is the one checkpoint format; only where the optimizer is
+sharded (FSDP or DeepSpeed) is the optimizer/scheduler part written by accelerate's ``save_state`` in
+``accelerate_state/`` instead of ``training_state.*`` (a sharded optimizer's state exists only as
+shards, which accelerate knows how to write and read back; ``safe_serialization=True`` for the weights,
+``torch.save`` for optimizer and scheduler, and torch.distributed.checkpoint's pickled ``.metadata``).
+Loading that folder unpickles, so the trainer loads it only when its manifest carries this machine's
+signature (:func:`jointdit_trainer.manifest.verify`). Nothing else is ever unpickled.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from .atomic import TMP_MARK, is_tmp, publish_dir, save_json_atomic, save_safetensors_atomic
+from jointdit_core.files import TMP_MARK, is_tmp, publish_dir, save_json_atomic, save_safetensors_atomic
+
+from . import manifest
 
 logger = logging.getLogger(__name__)
 
@@ -71,21 +79,71 @@ def remove_stale_tmp(output_dir: str | Path) -> list[Path]:
     return removed
 
 
+def checkpoint_problem(folder: Path) -> str | None:
+    """None when ``folder`` is an intact checkpoint; otherwise what is wrong with it (naming the file).
+
+    A folder with ``accelerate_state/`` must also carry this machine's signature (loading it unpickles);
+    a folder from a trainer before checksums (no ``checksums.json``) is accepted without them when its
+    addon weights are finite and it has no ``accelerate_state/``, with a warning.
+    """
+    sharded = (folder / "accelerate_state").exists()
+    try:
+        manifest.verify(folder, signed=sharded)
+    except manifest.MissingManifest as exc:
+        if sharded:
+            return f"{exc}; its accelerate_state/ is not loaded without a signed manifest (loading it unpickles)"
+        logger.warning("%s: resuming without verifying it", exc)
+        try:
+            tensors = load_file(str(folder / STATE_FILE))
+        except Exception as err:  # noqa: BLE001 - any failure to read is the reason
+            return f"{folder.name}/{STATE_FILE} is missing or unreadable ({type(err).__name__})"
+        bad = nonfinite_keys(tensors)
+        return f"{folder.name}/{STATE_FILE} holds NaN or infinite values ({bad[0]}, ...)" if bad else None
+    except manifest.DamagedCheckpoint as exc:
+        return str(exc)
+    return None
+
+
 def resolve_resume(resume_from: str | None, output_dir: str | Path) -> Path | None:
-    """Checkpoint folder to resume from: None, "latest" (None when there is none yet) or a path.
+    """Checkpoint folder to resume from: None, "latest" or a path; checked with :func:`checkpoint_problem`.
+
+    "latest" is the newest intact checkpoint (None when there is none yet); each damaged newer one is
+    logged as a warning naming it and the reason.
 
     Raises:
         FileNotFoundError: an explicit path that is not a complete checkpoint.
+        manifest.DamagedCheckpoint: the explicit checkpoint is damaged, or every checkpoint under
+            ``output_dir`` is.
     """
     if not resume_from:
         return None
-    if resume_from == "latest":
-        found = list_checkpoints(output_dir)
-        return found[-1][1] if found else None
-    path = Path(resume_from)
-    if not (path / STATE_JSON).is_file():
-        raise FileNotFoundError(f"resume_from={resume_from}: not a complete checkpoint folder ({STATE_JSON} missing)")
-    return path
+    if resume_from != "latest":
+        path = Path(resume_from)
+        if not (path / STATE_JSON).is_file():
+            raise FileNotFoundError(f"resume_from={resume_from}: not a complete checkpoint folder ({STATE_JSON} missing)")
+        problem = checkpoint_problem(path)
+        if problem:
+            raise manifest.DamagedCheckpoint(f"cannot resume from {path}: {problem}")
+        return path
+    found = list_checkpoints(output_dir)
+    problems = []
+    for _, path in reversed(found):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        problems.append(problem)
+        logger.warning("checkpoint %s is damaged, not resuming from it: %s", path, problem)
+    if problems:
+        raise manifest.DamagedCheckpoint(
+            f"no intact checkpoint in {output_dir}: " + "; ".join(problems)
+            + ". Move the damaged folders away (or set resume_from to none) to start from step 0"
+        )
+    return None
+
+
+def nonfinite_keys(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` holding a NaN or an infinity."""
+    return [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
 
 
 def prune_checkpoints(output_dir: str | Path, keep: int | None) -> None:

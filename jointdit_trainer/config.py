@@ -1,10 +1,19 @@
 """Training and preprocessing configuration: one flat dataclass, a config file, command-line overrides.
 
-Defaults reproduce the official JointDiT recipe (spec section 7 and the official README's training
+Defaults reproduce the official JointDiT recipe (docs/method.md §7 and the official README's training
 command): Adafactor (relative_step, scale_parameter and warmup_init off), lr 1e-5, constant schedule
 with warmup (0 warmup steps, the sd-scripts default the official command leaves unchanged), batch 4
 pairs, 512x512, bf16, gradient checkpointing, guidance input 1.0, 10% caption dropout, 8 epochs,
 seed 42, T5 length 512, no gradient clipping, UTS with shifts 3.1582 (normal) and 0.25 (small).
+
+Why not transformers' ``HfArgumentParser`` (or accelerate's config): it maps dataclass fields to
+``--name value`` flags and reads JSON/YAML files, which covers part of this. It does not read TOML (the
+format of the shipped configs), has no dotted override into a nested table (``lora_ranks.blocks=16``),
+fails on a bare ``list`` field (``sample_prompts``; tried with transformers 4.x), and its errors
+for an unknown key are argparse's, without the close matches this module suggests. The trainer's
+command line is two options (``--config``, ``--set``); this module is the ~80 lines that give it
+exactly the file formats and messages it needs. accelerate's own config (``accelerate config``) holds
+the distributed setup only, which the trainer leaves to it.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ class TrainConfig:
     output_name: str = "jointdit_addons"
     resolution: int = 512
     depth_kind: str = "disparity"  # "disparity" (near = large, Depth-Anything) or "depth" (near = small)
-    depth_transform: str = "none"  # "none" | "inverse" (spec section 6)
+    depth_transform: str = "none"  # "none" | "inverse" (docs/method.md §6)
     t5_max_length: int = 512
     cache_dtype: str = "bf16"  # "bf16" | "fp32"
     latent_sample: bool = True  # encode with a posterior sample, as the official cache does
@@ -86,6 +95,7 @@ class TrainConfig:
     sample_seed: int = 0
     log_with: str = "auto"  # "auto" (tensorboard when installed) | "tensorboard" | "none"
     log_every_n_steps: int = 1
+    nonfinite_loss: str = "stop"  # a NaN/Inf loss: "stop" the run with a message | "skip" that step's update
 
     def validate(self) -> "TrainConfig":
         """Check value ranges; raises ``ValueError`` naming the field and what to do."""
@@ -97,6 +107,8 @@ class TrainConfig:
             raise ValueError(f"depth_kind must be 'disparity' or 'depth', got {self.depth_kind!r}")
         if self.mixed_precision not in ("bf16", "fp16", "no"):
             raise ValueError(f"mixed_precision must be 'bf16', 'fp16' or 'no', got {self.mixed_precision!r}")
+        if self.nonfinite_loss not in ("stop", "skip"):
+            raise ValueError(f"nonfinite_loss must be 'stop' or 'skip', got {self.nonfinite_loss!r}")
         if self.cache_dtype not in ("bf16", "fp32"):
             raise ValueError(f"cache_dtype must be 'bf16' or 'fp32', got {self.cache_dtype!r}")
         if not 0.0 <= self.caption_dropout <= 1.0:

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .atomic import save_json_atomic, save_safetensors_atomic
+from jointdit_core.files import save_json_atomic, save_safetensors_atomic
+
 from .config import TrainConfig
 from .data import CACHE_VERSION, load_disparity, load_image, scan_dataset
 
@@ -72,6 +73,73 @@ class DepthEstimator:
         return pred[0, 0].cpu().numpy()
 
 
+def _cache_sample(s, cfg: TrainConfig, ae, encoders, estimator, generator, store: torch.dtype, cache_dir: Path) -> None:
+    """Encode one :class:`~jointdit_trainer.data.RawSample` -> ``<cache_dir>/samples/<stem>.safetensors``.
+
+    Raises:
+        ValueError (or the reader's error): no depth map and no ``depth_model``, non-finite latents, an
+            unreadable file; the caller lists the sample as skipped.
+    """
+    from jointdit_core.depth import disparity_to_model_input, normalize_disparity
+
+    x, cropped, original = load_image(s.image_path, cfg.resolution)
+    if s.depth_path is not None:
+        disparity = load_disparity(s.depth_path, cfg.resolution, original, cfg.depth_kind)
+    elif estimator is not None:
+        disparity = estimator(cropped)
+    else:
+        raise ValueError("no depth map in depth/ and no depth_model set to predict one")
+    d01 = normalize_disparity(torch.from_numpy(np.array(disparity, dtype=np.float32))[None])
+    depth_in = disparity_to_model_input(d01, cfg.depth_transform)[0]
+    with torch.no_grad():
+        lat = ae.encode(torch.stack([x, depth_in]).to(generator.device), sample=cfg.latent_sample, generator=generator)
+    if not torch.isfinite(lat).all():
+        raise ValueError("the autoencoder produced NaN/inf latents")
+    caption = s.caption if s.caption is not None else ""
+    t5, pooled = encoders.encode([caption])
+    save_safetensors_atomic(
+        {"image_latent": lat[0].to(store), "depth_latent": lat[1].to(store), "t5": t5[0].to(store), "clip_pooled": pooled[0].to(store)},
+        cache_dir / "samples" / f"{s.stem}.safetensors",
+        metadata={"caption": caption, "image": s.image_path.name},
+    )
+
+
+def _cache_conditions(encoders, prompts: list[str], store: torch.dtype, cache_dir: Path) -> None:
+    """The empty-prompt condition and the sample prompts' conditions -> the cache."""
+    t5_empty, pooled_empty = encoders.encode([""])
+    save_safetensors_atomic({"t5": t5_empty[0].to(store), "clip_pooled": pooled_empty[0].to(store)}, cache_dir / "empty_prompt.safetensors")
+    if prompts:
+        t5_s, pooled_s = encoders.encode(prompts)
+        save_safetensors_atomic(
+            {"t5": t5_s.to(store), "clip_pooled": pooled_s.to(store)},
+            cache_dir / "sample_prompts.safetensors",
+            metadata={"prompts": json.dumps(prompts)},
+        )
+
+
+def _cache_manifest(cfg: TrainConfig, ae, encoders, done: list[str], skipped: list[dict], no_caption: int) -> dict:
+    """The content of ``cache.json``."""
+    f = ae.config.downscale
+    latent_shape = [ae.config.z_channels, cfg.resolution // f, cfg.resolution // f]
+    return {
+        "version": CACHE_VERSION,
+        "resolution": cfg.resolution,
+        "latent_shape": latent_shape,
+        "t5_shape": [cfg.t5_max_length, encoders.context_dim],
+        "clip_dim": encoders.pooled_dim,
+        "depth_transform": cfg.depth_transform,
+        "depth_kind": cfg.depth_kind,
+        "latent_sample": cfg.latent_sample,
+        "cache_dtype": cfg.cache_dtype,
+        "ae": Path(cfg.ae_path).name,
+        "clip_l": Path(cfg.clip_l).name,
+        "t5xxl": Path(cfg.t5xxl).name,
+        "samples": done,
+        "skipped": skipped,
+        "captions_missing": no_caption,
+    }
+
+
 def preprocess(cfg: TrainConfig) -> dict:
     """Build the cache (layout in :mod:`jointdit_trainer.data`) and return its manifest.
 
@@ -80,7 +148,6 @@ def preprocess(cfg: TrainConfig) -> dict:
         ValueError: resolution not a multiple of 2x the autoencoder downscale; no usable sample.
     """
     from jointdit_core.checkpoint import load_autoencoder
-    from jointdit_core.depth import disparity_to_model_input, normalize_disparity
 
     from .text_encoders import TextEncoders
 
@@ -112,32 +179,8 @@ def preprocess(cfg: TrainConfig) -> dict:
     no_caption = 0
     for s in tqdm(samples, desc="preprocess", unit="sample"):
         try:
-            x, cropped, original = load_image(s.image_path, cfg.resolution)
-            if s.depth_path is not None:
-                disparity = load_disparity(s.depth_path, cfg.resolution, original, cfg.depth_kind)
-            elif estimator is not None:
-                disparity = estimator(cropped)
-            else:
-                raise ValueError("no depth map in depth/ and no depth_model set to predict one")
-            d01 = normalize_disparity(torch.from_numpy(np.array(disparity, dtype=np.float32))[None])
-            depth_in = disparity_to_model_input(d01, cfg.depth_transform)[0]
-            with torch.no_grad():
-                lat = ae.encode(torch.stack([x, depth_in]).to(device), sample=cfg.latent_sample, generator=generator)
-            if not torch.isfinite(lat).all():
-                raise ValueError("the autoencoder produced NaN/inf latents")
-            caption = s.caption if s.caption is not None else ""
+            _cache_sample(s, cfg, ae, encoders, estimator, generator, store, cache_dir)
             no_caption += s.caption is None
-            t5, pooled = encoders.encode([caption])
-            save_safetensors_atomic(
-                {
-                    "image_latent": lat[0].to(store),
-                    "depth_latent": lat[1].to(store),
-                    "t5": t5[0].to(store),
-                    "clip_pooled": pooled[0].to(store),
-                },
-                cache_dir / "samples" / f"{s.stem}.safetensors",
-                metadata={"caption": caption, "image": s.image_path.name},
-            )
             done.append(s.stem)
         except Exception as exc:  # noqa: BLE001 - reported, the run goes on
             reason = f"{type(exc).__name__}: {exc}"
@@ -148,34 +191,8 @@ def preprocess(cfg: TrainConfig) -> dict:
     if not done:
         raise ValueError(f"no sample could be preprocessed; problems: {skipped[:5]}")
 
-    t5_empty, pooled_empty = encoders.encode([""])
-    save_safetensors_atomic({"t5": t5_empty[0].to(store), "clip_pooled": pooled_empty[0].to(store)}, cache_dir / "empty_prompt.safetensors")
-    prompts = [str(p) for p in (cfg.sample_prompts or [])]
-    if prompts:
-        t5_s, pooled_s = encoders.encode(prompts)
-        save_safetensors_atomic(
-            {"t5": t5_s.to(store), "clip_pooled": pooled_s.to(store)},
-            cache_dir / "sample_prompts.safetensors",
-            metadata={"prompts": json.dumps(prompts)},
-        )
-    latent_shape = [ae.config.z_channels, cfg.resolution // f, cfg.resolution // f]
-    manifest = {
-        "version": CACHE_VERSION,
-        "resolution": cfg.resolution,
-        "latent_shape": latent_shape,
-        "t5_shape": [cfg.t5_max_length, encoders.context_dim],
-        "clip_dim": encoders.pooled_dim,
-        "depth_transform": cfg.depth_transform,
-        "depth_kind": cfg.depth_kind,
-        "latent_sample": cfg.latent_sample,
-        "cache_dtype": cfg.cache_dtype,
-        "ae": Path(cfg.ae_path).name,
-        "clip_l": Path(cfg.clip_l).name,
-        "t5xxl": Path(cfg.t5xxl).name,
-        "samples": done,
-        "skipped": skipped,
-        "captions_missing": no_caption,
-    }
+    _cache_conditions(encoders, [str(p) for p in (cfg.sample_prompts or [])], store, cache_dir)
+    manifest = _cache_manifest(cfg, ae, encoders, done, skipped, no_caption)
     save_json_atomic(manifest, cache_dir / "cache.json")
     print(f"cached {len(done)} samples in {cache_dir}; skipped {len(skipped)}")
     for item in skipped:

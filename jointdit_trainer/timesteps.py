@@ -1,4 +1,4 @@
-"""Unbalanced timestep sampling (UTS), spec section 7.
+"""Unbalanced timestep sampling (UTS), docs/method.md §7.
 
 Per pair, a scenario is drawn uniformly from four slots (the official ``randint(0, 4)``):
 slots 0 and 1 (probability 1/2) give both rows one shared "normal" timestep, slot 2 (1/4) gives

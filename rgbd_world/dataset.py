@@ -86,7 +86,10 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=64, help="image side in pixels")
     p.add_argument("--depth-format", default="npy", choices=DEPTH_FORMATS)
     a = p.parse_args(argv)
-    stems = write_dataset(a.out, a.split, a.count, a.size, a.start, a.depth_format)
+    try:
+        stems = write_dataset(a.out, a.split, a.count, a.size, a.start, a.depth_format)
+    except ValueError as exc:  # a range outside the split, a folder of another split or size
+        p.error(str(exc))
     print(f"wrote {len(stems)} {a.split} scenes ({a.size}x{a.size}) to {a.out}")
 
 

@@ -1,6 +1,7 @@
 """Rebuild the RGB-D world's small model stack from nothing.
 
-    python -m rgbd_world.recipe --out rgbd_world/model [--work build/rgbd_world] [--quick] [--stages ...] [--side-by-side]
+    python -m rgbd_world.recipe [--out DIR] [--work DIR] [--quick] [--stages ...] [--side-by-side]
+    python -m rgbd_world.recipe --out rgbd_world/model --replace-shipped-model --side-by-side   # rebuild the shipped model
 
 Stages, in order (each runs as its own command, printed before it runs, so any stage can be re-run
 by hand):
@@ -18,6 +19,12 @@ by hand):
 
 Everything is seeded; a rerun with the same torch version and thread count gives the same files.
 ``--quick`` shrinks every stage (a smoke test of the recipe, not a usable model).
+
+Folders: ``--out`` defaults to ``build/rgbd_world/model`` (``build/rgbd_world/quick/model`` with
+``--quick``), ``--work`` to ``build/rgbd_world`` (``build/rgbd_world/quick``). The shipped model folder
+``rgbd_world/model`` is written only with ``--replace-shipped-model``, and never by ``--quick``. A run of
+every stage refuses an ``--out`` holding files the recipe does not write, and clears the recipe's own
+files there first, so no file of an earlier run stays mixed in.
 """
 
 from __future__ import annotations
@@ -33,6 +40,10 @@ from pathlib import Path
 
 STAGES = ("data", "text", "ae", "cache", "base", "addons", "manifest")
 CONFIG = Path(__file__).resolve().parent / "configs" / "jointdit_small.toml"
+SHIPPED_MODEL = Path(__file__).resolve().parent / "model"
+# what the stages write into --out (everything else there is someone else's)
+OUT_FILES = ("text", "ae.safetensors", "ae.json", "flux.safetensors", "flux.json", "addons", "baseline_mean_disparity.safetensors", "model.json",
+             "evaluation.json")  # evaluation.json: python -m rgbd_world.evaluate --json; stale once the model is rebuilt
 VARIANTS = {  # variant: trainer overrides (the ablations of the paper)
     "uts_asw": {"timestep_sampling": "uts", "asw_strength": 1.0},
     "same_timestep": {"timestep_sampling": "same", "asw_strength": 1.0},
@@ -222,15 +233,77 @@ def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES
     return {"sizes": sizes, "log": log}
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="rgbd_world/model", help="model folder to write (shipped files)")
-    p.add_argument("--work", default="build/rgbd_world", help="folder for the dataset, the cache and the training runs")
-    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a usable model")
-    p.add_argument("--stages", nargs="*", default=list(STAGES), choices=STAGES, help="run only these stages (in the fixed order)")
-    p.add_argument("--seed", type=int, default=0)
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m rgbd_world.recipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=None, help="model folder to write (default build/rgbd_world/model, build/rgbd_world/quick/model with --quick)")
+    p.add_argument("--work", default=None, help="dataset, cache and training runs (default build/rgbd_world, build/rgbd_world/quick with --quick)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a usable model (never written into rgbd_world/model)")
+    p.add_argument("--replace-shipped-model", action="store_true", help="allow --out rgbd_world/model: replace the shipped model (full runs only)")
+    p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="run only these stages (in the fixed order)")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--side-by-side", action="store_true", help="train the three addon variants at once, one thread each (faster on a multi-core CPU)")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options with the folders resolved; bad combinations exit through ``parser.error``
+    (usage + message, status 2): a smoke run or an unflagged run into the shipped model, an ``--out`` or
+    ``--work`` that is a file, an ``--out`` holding files the recipe does not write."""
+    p = build_parser()
     a = p.parse_args(argv)
+    build = Path("build/rgbd_world") / ("quick" if a.quick else "")
+    a.out = Path(a.out) if a.out else build / "model"
+    a.work = Path(a.work) if a.work else build
+    if a.out.resolve() == SHIPPED_MODEL.resolve():
+        if a.quick:
+            p.error(f"--quick is a smoke test and never writes into the shipped model folder {SHIPPED_MODEL}; "
+                    "leave --out unset (build/rgbd_world/quick/model) or name another folder")
+        if not a.replace_shipped_model:
+            p.error(f"--out {a.out} would replace the shipped model; add --replace-shipped-model to do that on purpose")
+    for name in ("out", "work"):
+        if getattr(a, name).exists() and not getattr(a, name).is_dir():
+            p.error(f"--{name} {getattr(a, name)} is a file, not a folder")
+    if set(a.stages) == set(STAGES) and a.out.is_dir():
+        foreign = sorted(x.name for x in a.out.iterdir() if x.name not in OUT_FILES)
+        if foreign:
+            p.error(f"--out {a.out} holds files the recipe does not write ({', '.join(foreign[:5])}"
+                    f"{', ...' if len(foreign) > 5 else ''}); choose an empty or new folder, or remove them")
+    return a
+
+
+def clear_outputs(out: Path) -> list[str]:
+    """Remove what an earlier run of the recipe wrote into ``out`` (:data:`OUT_FILES`); returns the names removed."""
+    removed = []
+    for name in OUT_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    if set(a.stages) == set(STAGES):
+        removed = clear_outputs(a.out)
+        if removed:
+            print(f"cleared the files of an earlier run from {a.out}: {', '.join(removed)}")
+    print(f"writing the model to {a.out}, work files to {a.work}" + (" (--quick: a smoke test, not a usable model)" if a.quick else ""))
     t0 = time.time()
     result = recipe(a.out, a.work, a.quick, a.stages, a.seed, a.side_by_side)
     print(f"\nrecipe done in {time.time() - t0:.0f}s:")

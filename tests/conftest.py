@@ -19,6 +19,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def trainer_key(tmp_path_factory):
+    """The trainer signs checkpoints with a key in the user's config folder; tests use a temporary one."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JOINTDIT_TRAINER_KEY_FILE", str(tmp_path_factory.mktemp("trainer_key") / "checkpoint.key"))
+        yield
+
+
 @pytest.fixture(scope="session")
 def golden():
     """(tensors, meta) of tests/data/golden_tiny.* (copied from ../shared/reference)."""

@@ -14,11 +14,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from jointdit_trainer import manifest
 from jointdit_trainer.checkpointing import list_checkpoints, read_training_state
 from jointdit_trainer.config import load_config
-from jointdit_trainer.preprocess import preprocess
 from jointdit_trainer.train import train
-from trainer_tiny import TINY_FLUX, make_setup
+from trainer_tiny import TINY_FLUX, make_cached_setup
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,9 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 def setup(tmp_path_factory):
     """Tiny model files, a 4-sample dataset and its cache (made once for this module)."""
     root = tmp_path_factory.mktemp("trainer_run")
-    values = make_setup(root, n=4)
-    preprocess(load_config(overrides=[f"{k}={json.dumps(v)}" for k, v in values.items()]))
-    return root, values
+    return root, make_cached_setup(root, n=4)
 
 
 def config(values: dict, out: Path, **changes):
@@ -121,7 +119,7 @@ def _all_files_readable(out: Path) -> int:
     count = 0
     for step, folder in list_checkpoints(out):
         names = sorted(p.name for p in folder.iterdir())
-        assert names == ["jointdit_addons.json", "jointdit_addons.safetensors", "rng_rank0.safetensors",
+        assert names == ["checksums.json", "jointdit_addons.json", "jointdit_addons.safetensors", "rng_rank0.safetensors",
                          "training_state.json", "training_state.safetensors"], names
         for path in folder.iterdir():
             if path.suffix == ".safetensors":
@@ -132,6 +130,7 @@ def _all_files_readable(out: Path) -> int:
                 json.loads(path.read_text())
             count += 1
         assert json.loads((folder / "training_state.json").read_text())["step"] == step
+        manifest.verify(folder)  # every file as written
     return count
 
 
@@ -163,7 +162,7 @@ def test_sigkill_then_resume(setup):
     assert f"resumed from {out / f'checkpoint-{killed_at}'} at step {killed_at}" in done.stdout
     steps = [s for s, _ in list_checkpoints(out)]
     assert steps == [280, 290, 300]  # keep_last_n_checkpoints=3
-    assert _all_files_readable(out) == 15
+    assert _all_files_readable(out) == 18
     _, _, info = read_training_state(out / "checkpoint-300")
     assert info["step"] == 300
     log_steps = [json.loads(line)["step"] for line in (out / "logs" / "train_log.jsonl").read_text().splitlines()]

@@ -8,7 +8,8 @@ import torch
 
 from jointdit_core.latents import pack, unpack
 from jointdit_trainer.__main__ import main
-from jointdit_trainer.atomic import is_tmp, save_json_atomic, save_safetensors_atomic
+from jointdit_core.files import is_tmp, save_json_atomic, save_safetensors_atomic
+from jointdit_trainer import manifest
 from jointdit_trainer.checkpointing import list_checkpoints, optimizer_from_flat, optimizer_to_flat, prune_checkpoints, resolve_resume
 from jointdit_trainer.config import TrainConfig, load_config
 from jointdit_trainer.train import flow_matching_loss
@@ -171,10 +172,12 @@ def test_optimizer_state_roundtrip_through_safetensors_and_json(tmp_path):
         assert torch.equal(a, b)
 
 
-def test_checkpoint_listing_ignores_incomplete_folders(tmp_path):
+def test_checkpoint_listing_ignores_incomplete_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("JOINTDIT_TRAINER_KEY_FILE", str(tmp_path / "key"))
     for step in (5, 10, 15):
         (tmp_path / f"checkpoint-{step}").mkdir()
         (tmp_path / f"checkpoint-{step}" / "training_state.json").write_text("{}")
+        manifest.write(tmp_path / f"checkpoint-{step}")
     (tmp_path / "checkpoint-20.tmp-write").mkdir()  # an interrupted write
     (tmp_path / "checkpoint-25").mkdir()  # no state file
     assert [s for s, _ in list_checkpoints(tmp_path)] == [5, 10, 15]
@@ -184,3 +187,29 @@ def test_checkpoint_listing_ignores_incomplete_folders(tmp_path):
         resolve_resume(str(tmp_path / "checkpoint-25"), tmp_path)
     prune_checkpoints(tmp_path, 2)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [10, 15]
+
+
+def test_checksum_manifest_names_missing_added_and_changed_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("JOINTDIT_TRAINER_KEY_FILE", str(tmp_path / "key"))
+    folder = tmp_path / "checkpoint-1"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.json").write_text("{}")
+    (folder / "sub" / "b.bin").write_bytes(b"12345678")
+    manifest.write(folder)
+    manifest.verify(folder, signed=True)
+    (folder / "sub" / "b.bin").write_bytes(b"12345679")
+    with pytest.raises(manifest.DamagedCheckpoint, match="checkpoint-1/sub/b.bin does not match its sha256"):
+        manifest.verify(folder)
+    (folder / "sub" / "b.bin").unlink()
+    with pytest.raises(manifest.DamagedCheckpoint, match="checkpoint-1/sub/b.bin is missing"):
+        manifest.verify(folder)
+    manifest.write(folder)
+    (folder / "sub" / "extra.pkl").write_bytes(b"x")
+    with pytest.raises(manifest.DamagedCheckpoint, match="checkpoint-1/sub/extra.pkl is not in checksums.json"):
+        manifest.verify(folder)
+    (folder / "sub" / "extra.pkl").unlink()
+    monkeypatch.setenv("JOINTDIT_TRAINER_KEY_FILE", str(tmp_path / "other_key"))
+    manifest.verify(folder)  # integrity holds with any key
+    with pytest.raises(manifest.DamagedCheckpoint, match="not signed with this machine's trainer key"):
+        manifest.verify(folder, signed=True)
+    assert oct((tmp_path / "key").stat().st_mode & 0o777) == "0o600"

@@ -144,6 +144,16 @@ def make_setup(root: Path, n: int = 4, extras: bool = False) -> dict:
     }
 
 
+def make_cached_setup(root: Path, n: int = 4) -> dict:
+    """:func:`make_setup` plus its latent cache (``python -m jointdit_trainer preprocess``); returns the config values."""
+    from jointdit_trainer.config import load_config
+    from jointdit_trainer.preprocess import preprocess
+
+    values = make_setup(root, n)
+    preprocess(load_config(overrides=[f"{k}={json.dumps(v)}" for k, v in values.items()]))
+    return values
+
+
 def make_random_cache(cache_dir: Path, n: int = 4, seed: int = 0, t5_tokens: int = 8) -> Path:
     """A latent cache of random tensors in the layout ``python -m jointdit_trainer preprocess`` writes.
 

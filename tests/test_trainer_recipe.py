@@ -1,0 +1,59 @@
+"""The RGB-D world recipe's command line as a newcomer meets it (issue 11 item 8): a smoke run never touches
+the shipped model, bad options are usage errors, old files are cleared or refused."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rgbd_world import recipe
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _usage_error(capsys, argv, module=recipe) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        module.main(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_quick_writes_under_build_never_into_the_shipped_model(capsys):
+    a = recipe.parse_args(["--quick"])
+    assert (a.out, a.work) == (Path("build/rgbd_world/quick/model"), Path("build/rgbd_world/quick"))
+    assert recipe.parse_args([]).out == Path("build/rgbd_world/model")
+    err = _usage_error(capsys, ["--quick", "--out", str(recipe.SHIPPED_MODEL), "--replace-shipped-model"])
+    assert "--quick is a smoke test and never writes into the shipped model folder" in err
+    err = _usage_error(capsys, ["--out", str(recipe.SHIPPED_MODEL)])
+    assert "would replace the shipped model; add --replace-shipped-model" in err
+    assert recipe.parse_args(["--out", str(recipe.SHIPPED_MODEL), "--replace-shipped-model"]).out == recipe.SHIPPED_MODEL
+
+
+def test_bad_options_are_usage_errors(capsys, tmp_path):
+    assert "argument --seed: must be >= 0, got -1" in _usage_error(capsys, ["--seed", "-1"])
+    assert "argument --seed: 'x' is not an integer" in _usage_error(capsys, ["--seed", "x"])
+    assert "invalid choice: 'adons'" in _usage_error(capsys, ["--stages", "adons"])
+    assert "expected at least one argument" in _usage_error(capsys, ["--stages"])
+    (tmp_path / "file").write_text("x")
+    assert f"--out {tmp_path / 'file'} is a file" in _usage_error(capsys, ["--out", str(tmp_path / "file")])
+
+
+def test_old_files_are_cleared_and_foreign_files_refused(capsys, tmp_path):
+    out = tmp_path / "model"
+    (out / "addons").mkdir(parents=True)
+    (out / "addons" / "old_variant.safetensors").write_text("x")
+    (out / "evaluation.json").write_text("{}")  # describes the model being replaced
+    assert recipe.clear_outputs(out) == ["addons", "evaluation.json"] and not list(out.iterdir())
+    (out / "notes.txt").write_text("mine")
+    err = _usage_error(capsys, ["--quick", "--out", str(out), "--work", str(tmp_path / "work")])
+    assert f"--out {out} holds files the recipe does not write (notes.txt)" in err
+    assert (out / "notes.txt").read_text() == "mine" and not (tmp_path / "work").exists()
+    recipe.parse_args(["--quick", "--out", str(out), "--stages", "manifest"])  # one stage: the folder is kept as is
+
+
+def test_make_dataset_count_zero_is_a_usage_error():
+    done = subprocess.run([sys.executable, "-m", "rgbd_world.make_dataset", "--out", "unused", "--count", "0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "count=0 is outside it" in done.stderr
