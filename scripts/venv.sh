@@ -1,8 +1,9 @@
 # Sourced by the scripts: create/activate .venv with torch (the CPU build) and the project's dependencies.
 #
-# torch is asked for explicitly as the CPU build, torch==$TORCH_VERSION+cpu (default 2.13.0), looked up in
-# PyTorch's CPU index ($TORCH_INDEX_URL, default https://download.pytorch.org/whl/cpu) next to pip's own
-# sources; plain PyPI alone would give the CUDA build on Linux (several GB with its nvidia-* packages).
+# torch is asked for explicitly as the CPU build, torch==$TORCH_VERSION+cpu (default 2.13.0): from pip's own
+# sources when they have it, else from PyTorch's CPU index ($TORCH_INDEX_URL, default
+# https://download.pytorch.org/whl/cpu); plain PyPI alone would give the CUDA build on Linux (several GB with
+# its nvidia-* packages).
 # On macOS PyPI's wheels are CPU builds already: there it is torch==$TORCH_VERSION.
 # TORCH_SPEC overrides the whole requirement, e.g. TORCH_SPEC="torch==2.13.0" for pip's default build.
 # An environment that already has torch keeps it.
@@ -24,17 +25,16 @@ source "$VENV/bin/activate"
 if ! python -c "import torch, safetensors, accelerate, transformers, pytest" 2>/dev/null; then
   python -m pip install -q --upgrade pip
   if ! python -c "import torch" 2>/dev/null; then
-    index=(--extra-index-url "$TORCH_INDEX_URL")
-    if python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)" "$TORCH_INDEX_URL" 2>/dev/null; then
-      echo "installing $TORCH_SPEC from $TORCH_INDEX_URL (or pip's configured sources)" >&2
-    else
-      echo "installing $TORCH_SPEC from pip's configured sources ($TORCH_INDEX_URL is not reachable)" >&2
-      index=()
-    fi
-    if ! python -m pip install -q ${index[@]+"${index[@]}"} "$TORCH_SPEC"; then
-      echo "could not install $TORCH_SPEC: set TORCH_INDEX_URL to a reachable index with CPU builds of torch, or" \
-           "TORCH_SPEC=\"torch==$TORCH_VERSION\" for pip's default build (on Linux from PyPI: the CUDA build, several GB)" >&2
-      return 1 2>/dev/null || exit 1
+    # pip's configured sources first (a mirror or a local wheel may hold the CPU build); PyTorch's CPU
+    # index only when they do not have it, so no other host is contacted where they do.
+    echo "installing $TORCH_SPEC" >&2
+    if ! python -m pip install -q "$TORCH_SPEC" 2>/dev/null; then
+      echo "$TORCH_SPEC is not in pip's configured sources; trying $TORCH_INDEX_URL" >&2
+      if ! python -m pip install -q --extra-index-url "$TORCH_INDEX_URL" "$TORCH_SPEC"; then
+        echo "could not install $TORCH_SPEC: set TORCH_INDEX_URL to a reachable index with CPU builds of torch, or" \
+             "TORCH_SPEC=\"torch==$TORCH_VERSION\" for pip's default build (on Linux from PyPI: the CUDA build, several GB)" >&2
+        return 1 2>/dev/null || exit 1
+      fi
     fi
   fi
   echo "installing the project's dependencies into $VENV" >&2
