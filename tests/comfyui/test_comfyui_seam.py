@@ -154,3 +154,45 @@ def test_txt_in_runs_once_and_the_lora_update_is_added_to_its_output(pack, golde
         handle.remove()
     assert len(calls) == 1
     assert (pack.core.latents.pack(out) - ref).abs().max().item() < TOL
+
+
+def test_a_flux_type_model_with_a_text_norm_is_refused(pack, tiny, addon_checkpoint):  # noqa: F811
+    """Newer ComfyUI Flux-type models may normalise the T5 tokens before txt_in: the txt_in LoRA would read other inputs."""
+    import dataclasses
+
+    import comfy.ldm.flux.model
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    if "txt_norm" not in {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}:
+        pytest.skip("this ComfyUI's Flux has no txt_norm")
+    plain, _, _ = tiny
+    model_config = comfy.supported_models.Flux(dict(plain.model.model_config.unet_config, txt_norm=True))
+    model_config.set_inference_dtype(torch.float32, None)
+    model = comfy.model_patcher.ModelPatcher(model_config.get_model({}, ""), load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+    with pytest.raises(ValueError, match="normalises its text tokens"):
+        pack.model_patch.apply_jointdit(model, addon_checkpoint())
+
+
+def test_under_dynamic_vram_patcher_choice_the_run_matches_the_reference(pack, golden, tiny, addon_checkpoint, monkeypatch):  # noqa: F811
+    """CoreModelPatcher = ModelPatcherDynamic, as ComfyUI's main.py sets it when dynamic VRAM is on (v0.16+).
+
+    Dynamic VRAM streams weights on NVIDIA GPUs only: for a CPU load device ModelPatcherDynamic hands back a
+    plain ModelPatcher, which is what this checks on a machine without a GPU (with one, the addons stream).
+    """
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    dynamic = getattr(comfy.model_patcher, "ModelPatcherDynamic", None)
+    if dynamic is None:
+        pytest.skip("this ComfyUI has no dynamic VRAM (ModelPatcherDynamic, v0.16+)")
+    tensors, meta = golden
+    plain, _, _ = tiny
+    monkeypatch.setattr(comfy.model_patcher, "CoreModelPatcher", dynamic)
+    patched = pack.model_patch.apply_jointdit(plain, addon_checkpoint())
+    patcher = _addon_patcher(patched)
+    assert isinstance(patcher, dynamic if not mm.is_device_cpu(patched.load_device) else comfy.model_patcher.ModelPatcher)
+    x, t, ref = _forward_case(pack, golden)
+    out = raw_forward(pack, patched, x, t, tensors, meta)
+    assert (pack.core.latents.pack(out) - ref).abs().max().item() < TOL
