@@ -46,6 +46,7 @@ from jointdit_core.joint import (
     joint_txt_in,
     joint_vector_in,
 )
+from .compat import check_flux1, check_transformer_options, refuse_device_clones
 from .folders import addon_files, addon_path
 
 KEY = "jointdit"  # wrapper / additional-model / attachment key
@@ -242,6 +243,7 @@ class JointDiffusionWrapper:
             raise ValueError("JointDiT runs without a T5 attention mask (as the official release); remove it from the conditioning")
         flux = executor.class_obj
         _check_patches(flux, transformer_options)
+        check_transformer_options(transformer_options)
         layout = chunk_layout(x.shape[0], run.pairs)
         call = JointCall(flux, self.addons, JointInputs(self.addons, layout, timestep.float(), run.asw_strength), context)
         options = dict(transformer_options)
@@ -276,6 +278,7 @@ def check_flux(model) -> comfy.ldm.flux.model.Flux:
     dm = model.get_model_object("diffusion_model")
     if type(dm) is not comfy.ldm.flux.model.Flux or dm.params.in_channels != 16 or dm.params.out_channels != 16:
         raise ValueError(f"LoadJointDiT needs a plain FLUX.1 transformer (16 latent channels); got {type(dm).__name__}")
+    check_flux1(model, dm)
     if isinstance(model.get_model_object("diffusion_model.vector_in"), JointVectorIn) or model.get_wrappers(
         comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY
     ):
@@ -309,6 +312,7 @@ def apply_jointdit(model, addon_state: dict, ranks, depth_transform: str = "none
     addons.load_state_dict(addon_state, strict=True, assign=True)
     addons = addons.to(dtype=_compute_dtype(model)).eval().requires_grad_(False)
     addon_patcher = comfy.model_patcher.ModelPatcher(addons, load_device=model.load_device, offload_device=model.offload_device)
+    refuse_device_clones(addon_patcher)
 
     patched = model.clone()
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, JointDiffusionWrapper(addons))
