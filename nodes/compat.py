@@ -75,15 +75,16 @@ def _refuse_device_clone(*args, **kwargs):
     )
 
 
-def refuse_device_clones(addon_patcher) -> None:
+def refuse_device_clones(addon_patcher):
     """Make ComfyUI's per-device rebuild of the addon patcher fail with a clear error.
 
     ``ModelPatcher.deepclone_multigpu`` (ComfyUI 0.23+) rebuilds the model and every additional model
     through their ``cached_patcher_init`` factory; without one it raises a message telling the user to
     use a core loader. The factory set here raises :class:`JointDiTCompatError` instead (on releases
-    without multi-GPU support the attribute is never read).
+    without multi-GPU support the attribute is never read). Returns ``addon_patcher``.
     """
     addon_patcher.cached_patcher_init = (_refuse_device_clone, ())
+    return addon_patcher
 
 
 def _non_flux1_features(params) -> list[str]:

@@ -9,7 +9,7 @@ from .folders import register_folder
 register_folder()
 
 from .depth import DecodeDepth, EncodeDepth  # noqa: E402  (the folder must exist before the node schemas list it)
-from .model_patch import LoadJointDiT  # noqa: E402
+from .loader import LoadJointDiT  # noqa: E402
 from .sampler import JointSampler  # noqa: E402
 
 

@@ -9,13 +9,12 @@ Nodes missing from the running ComfyUI release are skipped with the reason.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 
 import pytest
 import torch
-from comfyui_harness import PACK_NAME, load_pack
-from test_comfyui_golden import comfy_core_ranks, conditioning, raw_forward
+from comfyui_harness import PACK_NAME, flux_unet_config, load_pack
+from test_comfyui_golden import addon_checkpoint, conditioning, raw_forward  # noqa: F401  (addon_checkpoint: a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -24,19 +23,6 @@ def pack():
     loaded = load_pack()
     loaded.compat = importlib.import_module(f"{PACK_NAME}.nodes.compat")
     return loaded
-
-
-def tiny_unet_config(meta, **changes) -> dict:
-    """The golden_tiny Flux config as ComfyUI's unet_config (``txt_ids_dims`` where FluxParams needs it, v0.4+)."""
-    import comfy.ldm.flux.model
-
-    c = meta["config"]
-    config = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2}
-    keys = ("vec_in_dim", "context_in_dim", "hidden_size", "mlp_ratio", "num_heads", "depth", "depth_single_blocks", "axes_dim", "theta", "qkv_bias", "guidance_embed")
-    config |= {k: c[k] for k in keys}
-    if "txt_ids_dims" in {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}:
-        config["txt_ids_dims"] = []
-    return config | changes
 
 
 def tiny_patcher(golden, weight_dtype=torch.float32, manual_cast=None, fp8_fast=False, model_class="Flux", **changes):
@@ -48,7 +34,9 @@ def tiny_patcher(golden, weight_dtype=torch.float32, manual_cast=None, fp8_fast=
     tensors, meta = golden
 
     def build(*args, **kwargs):
-        model_config = getattr(comfy.supported_models, model_class)(tiny_unet_config(meta, **changes))
+        c = meta["config"]
+        names = ("vec_in_dim", "context_in_dim", "hidden_size", "mlp_ratio", "num_heads", "depth", "depth_single_blocks", "axes_dim", "theta", "qkv_bias", "guidance_embed")
+        model_config = getattr(comfy.supported_models, model_class)(flux_unet_config(**({name: c[name] for name in names} | changes)))
         model_config.set_inference_dtype(weight_dtype, manual_cast)
         if fp8_fast:
             model_config.optimizations["fp8"] = True  # what UNETLoader's fp8_e4m3fn_fast / --fast fp8_matrix_mult select
@@ -62,17 +50,11 @@ def tiny_patcher(golden, weight_dtype=torch.float32, manual_cast=None, fp8_fast=
     return patcher
 
 
-def addon_weights(golden):
-    tensors, _ = golden
-    return {k[len("addon.") :]: v for k, v in tensors.items() if k.startswith("addon.")}
-
-
 @pytest.fixture(scope="module")
-def tiny(pack, golden):
+def tiny(pack, golden, addon_checkpoint):
     """(plain ModelPatcher, JointDiT-patched clone) of the golden_tiny model."""
     plain = tiny_patcher(golden)
-    addon = addon_weights(golden)
-    return plain, pack.model_patch.apply_jointdit(plain, addon, comfy_core_ranks(pack, addon)[1], "none", "golden_tiny")
+    return plain, pack.model_patch.apply_jointdit(plain, addon_checkpoint())
 
 
 def comfy_node(module: str, name: str):
@@ -127,7 +109,7 @@ def test_torch_compile_model_matches_eager(pack, golden, tiny, monkeypatch):
         torch._dynamo.reset()
 
 
-def test_fp8_fast_path_runs_the_joint_blocks_in_fp8(pack, golden, tiny, monkeypatch):
+def test_fp8_fast_path_runs_the_joint_blocks_in_fp8(pack, golden, tiny, addon_checkpoint, monkeypatch):
     """fp8 weights with fp8 matrix products (``--fast fp8_matrix_mult`` / UNETLoader's ``fp8_e4m3fn_fast``).
 
     The joint blocks call ComfyUI's own fp8 Linear layers, so every base layer that runs ``fp8_linear`` in
@@ -141,8 +123,7 @@ def test_fp8_fast_path_runs_the_joint_blocks_in_fp8(pack, golden, tiny, monkeypa
     base = tiny_patcher(golden, torch.float8_e4m3fn, torch.float32, fp8_fast=True)
     dm = base.model.diffusion_model
     assert isinstance(dm.double_blocks[0].img_attn.qkv, comfy.ops.fp8_ops.Linear)
-    addon = addon_weights(golden)
-    fp8 = pack.model_patch.apply_jointdit(base, addon, comfy_core_ranks(pack, addon)[1])
+    fp8 = pack.model_patch.apply_jointdit(base, addon_checkpoint())
     ran_fp8 = set()
     fp8_linear = comfy.ops.fp8_linear
 
@@ -213,7 +194,7 @@ def test_step_caches_are_refused(pack, golden, tiny, name):
         sample(pack, golden, model)
 
 
-def test_multigpu_clones_are_refused(pack, golden, tiny, monkeypatch):
+def test_multigpu_clones_are_refused(pack, tiny, addon_checkpoint, monkeypatch):
     """ComfyUI's per-device deep-clone (MultiGPU CFG Split, Select Model Device) of a JointDiT MODEL.
 
     Without the guard ComfyUI raises that the addons' loader "does not support multigpu" and tells the user
@@ -234,19 +215,17 @@ def test_multigpu_clones_are_refused(pack, golden, tiny, monkeypatch):
     # MultiGPU CFG Split before LoadJointDiT: refused when the addons are added
     (split_first,) = split.execute(plain, 2).result
     assert split_first.get_additional_models_with_key("multigpu")
-    addon = addon_weights(golden)
     with pytest.raises(error, match="several devices"):
-        pack.model_patch.apply_jointdit(split_first, addon, comfy_core_ranks(pack, addon)[1])
+        pack.model_patch.apply_jointdit(split_first, addon_checkpoint())
     mm.unload_all_models()
 
 
-def test_flux_family_models_that_are_not_flux1_are_refused(pack, golden):
+def test_flux_family_models_that_are_not_flux1_are_refused(pack, golden, addon_checkpoint):
     import comfy.supported_models
 
     if not hasattr(comfy.supported_models, "LongCatImage"):
         pytest.skip("this ComfyUI has no LongCat-Image (comfy.supported_models.LongCatImage)")
     longcat = tiny_patcher(golden, model_class="LongCatImage", vec_in_dim=None, guidance_embed=False, txt_ids_dims=[1, 2])
     assert longcat.model.diffusion_model.params.in_channels == 16  # passes the FLUX.1 type and channel checks
-    addon = addon_weights(golden)
     with pytest.raises(pack.compat.JointDiTCompatError, match=r"LongCatImage.*not FLUX.1.*vector_in"):
-        pack.model_patch.apply_jointdit(longcat, addon, comfy_core_ranks(pack, addon)[1])
+        pack.model_patch.apply_jointdit(longcat, addon_checkpoint())

@@ -8,12 +8,13 @@ Its velocity must match :class:`jointdit_core.model.JointDiT` loaded from the sa
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 
 import pytest
 import torch
-from comfyui_harness import REPO, load_pack
+from comfyui_harness import REPO, flux_unet_config, load_pack
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +47,19 @@ def test_trained_addons_load_through_loadjointdit(pack, tmp_path):
     final = train(load_config(overrides=[f"{k}={json.dumps(v)}" for k, v in values.items()]))
 
     c = TINY_FLUX
-    unet_config = {
-        "image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2, "vec_in_dim": c.vec_in_dim,
-        "context_in_dim": c.context_in_dim, "hidden_size": c.hidden_size, "mlp_ratio": c.mlp_ratio,
-        "num_heads": c.num_heads, "depth": c.depth, "depth_single_blocks": c.depth_single_blocks,
-        "axes_dim": list(c.axes_dim), "theta": c.theta, "qkv_bias": c.qkv_bias, "guidance_embed": c.guidance_embed,
-    }
+    unet_config = flux_unet_config(
+        vec_in_dim=c.vec_in_dim, context_in_dim=c.context_in_dim, hidden_size=c.hidden_size, mlp_ratio=c.mlp_ratio,
+        num_heads=c.num_heads, depth=c.depth, depth_single_blocks=c.depth_single_blocks,
+        axes_dim=list(c.axes_dim), theta=c.theta, qkv_bias=c.qkv_bias, guidance_embed=c.guidance_embed,
+    )
     model_config = comfy.supported_models.Flux(unet_config)
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({}, "")
     model.load_model_weights(load_file(values["flux_path"]), "")
     plain = comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
     folder_paths.folder_names_and_paths["jointdit"] = ([str(final.parent)], {".safetensors"})
-    patched = pack.model_patch.LoadJointDiT.execute(plain, final.name).result[0]
+    LoadJointDiT = importlib.import_module(f"{pack.pack.__name__}.nodes.loader").LoadJointDiT
+    patched = LoadJointDiT.execute(plain, final.name).result[0]
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 16, 8, 8, generator=g)  # rows: rgb, depth
