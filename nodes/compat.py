@@ -8,13 +8,13 @@ naming the node; the rest works unchanged (README, "How it runs inside ComfyUI")
 * works: TorchCompileModel (the compiled ``diffusion_model`` runs the same wrapper, block replacements and
   ``vector_in`` object patch; tests compare it with the eager result), the fp8 ``--fast`` path (the
   joint blocks call ComfyUI's own block layers, so ``comfy.ops.fp8_ops`` runs their matrix products in
-  fp8; the depth-branch LoRAs add their delta in the compute dtype), and Select Model Device placed
-  *before* LoadJointDiT.
+  fp8; the depth-branch LoRAs add their delta in the compute dtype). Select Model Device placed
+  *before* LoadJointDiT moves the base before the addons are built for its device.
 * refused at sampling (:func:`check_transformer_options`, called by the diffusion-model wrapper on
-  every call): ``attn1_patch`` / ``attn1_output_patch`` (e.g. Normalized Attention Guidance), which
-  ComfyUI's newer Flux blocks run around their attention and the joint blocks do not; EasyCache and
-  LazyCache, which decide from the first row's sigma (the rgb branch: never engages while the rgb
-  branch is held, and decides for both branches from the rgb schedule otherwise).
+  every call): ``attn1_patch`` / ``attn1_output_patch`` (e.g. Normalized Attention Guidance,
+  FluxKVCache), which newer ComfyUI's Flux blocks run around their attention and the joint blocks do
+  not; EasyCache and LazyCache, which decide from the first row's sigma (the rgb branch: never engages
+  while the rgb branch is held, and decides for both branches from the rgb schedule otherwise).
 * refused at deep-clone (:func:`refuse_device_clones`): multi-GPU nodes (MultiGPU CFG Split, Select
   Model Device after LoadJointDiT), which rebuild the model per device from the loader's factory; the
   addons and the ``vector_in`` object patch are bound to the model they were loaded for.
@@ -25,7 +25,7 @@ naming the node; the rest works unchanged (README, "How it runs inside ComfyUI")
 
 from __future__ import annotations
 
-BLOCK_PATCHES = {  # transformer_options["patches"] entries run inside ComfyUI's Flux blocks (v0.4+)
+BLOCK_PATCHES = {  # transformer_options["patches"] entries newer ComfyUI runs inside its Flux blocks (0.3.64 does not)
     "attn1_patch": "an attention-input patch (attn1_patch)",
     "attn1_output_patch": "an attention-output patch (attn1_output_patch, e.g. Normalized Attention Guidance)",
 }
@@ -53,7 +53,7 @@ def check_transformer_options(transformer_options: dict) -> None:
             raise JointDiTCompatError(
                 f"a node applied to this JointDiT MODEL adds {what}: ComfyUI runs it inside its own Flux blocks, "
                 "and JointDiT replaces those blocks with its joint blocks, so it would be silently skipped. "
-                "Remove that node (e.g. Normalized Attention Guidance) from the JointDiT model's path"
+                "Remove that node (e.g. Normalized Attention Guidance, FluxKVCache, HyperTile, ToMe) from the JointDiT model's path"
             )
     wrappers = transformer_options.get("wrappers") or {}
     cache_keys = {key for per_type in wrappers.values() for key in per_type} & set(STEP_CACHES)
