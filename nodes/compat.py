@@ -16,7 +16,7 @@ naming the node; the rest works unchanged (README, "How it runs inside ComfyUI")
   not; EasyCache and LazyCache, which decide from the first row's sigma (the rgb branch: never engages
   while the rgb branch is held, and decides for both branches from the rgb schedule otherwise).
 * refused at deep-clone (:func:`refuse_device_clones`): multi-GPU nodes (MultiGPU CFG Split, Select
-  Model Device after LoadJointDiT), which rebuild the model per device from the loader's factory; the
+  Model Device choosing another GPU after LoadJointDiT), which rebuild the model per device from the loader's factory; the
   addons and the ``vector_in`` object patch are bound to the model they were loaded for.
 * refused at LoadJointDiT (:func:`check_flux1`): Flux-family models that are not FLUX.1 (LongCat-Image,
   Flux.2, Ovis: no pooled-text ``vector_in``, extra text-position axes, shared modulation, other MLPs),
@@ -68,10 +68,10 @@ def check_transformer_options(transformer_options: dict) -> None:
 
 def _refuse_device_clone(*args, **kwargs):
     raise JointDiTCompatError(
-        "JointDiT cannot run on several devices: ComfyUI's multi-GPU nodes (MultiGPU CFG Split, Select Model Device "
-        "after LoadJointDiT) rebuild the model per device, and the JointDiT addons and its vector_in patch belong to "
-        "the model they were loaded for. Remove MultiGPU CFG Split; to run on another GPU put Select Model Device "
-        "before LoadJointDiT (or start ComfyUI with --cuda-device)"
+        "JointDiT cannot run on several devices: ComfyUI's multi-GPU nodes (MultiGPU CFG Split, Select Model "
+        "Device choosing another GPU after LoadJointDiT) rebuild the model per device, and the JointDiT addons and "
+        "its vector_in patch belong to the model they were loaded for. Remove MultiGPU CFG Split; to run on another "
+        "GPU put Select Model Device before LoadJointDiT (or start ComfyUI with --cuda-device)"
     )
 
 
@@ -94,7 +94,8 @@ def _non_flux1_features(params) -> list[str]:
         found.append("no pooled-text vector_in (vec_in_dim None)")
     if getattr(params, "txt_ids_dims", None):
         found.append(f"text position axes {list(params.txt_ids_dims)}")
-    for name, what in (("global_modulation", "shared modulation"), ("txt_norm", "a text norm"), ("yak_mlp", "a gated MLP"), ("mlp_silu_act", "a SiLU-gated MLP")):
+    others = (("global_modulation", "shared modulation"), ("txt_norm", "a text norm"), ("yak_mlp", "a gated MLP"), ("mlp_silu_act", "a SiLU-gated MLP"))
+    for name, what in others:
         if getattr(params, name, False):
             found.append(what)
     if getattr(params, "ops_bias", True) is False:
