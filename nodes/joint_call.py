@@ -28,6 +28,8 @@ import torch
 from jointdit_core.addons import JointAddons
 from jointdit_core.joint import AttentionFn, BranchLayout, JointInputs, add_lora, joint_double_block, joint_single_block, joint_vector_in
 
+from .compat import check_transformer_options
+
 RUN_KEY = "jointdit_run"  # transformer_options entry set by JointSampler: a JointRun
 _CALL: contextvars.ContextVar = contextvars.ContextVar("jointdit_call", default=None)
 
@@ -254,6 +256,7 @@ class JointDiffusionWrapper:
             raise ValueError("JointDiT runs without a T5 attention mask (as the official release); remove it from the conditioning")
         flux = executor.class_obj
         check_patches(flux, transformer_options)
+        check_transformer_options(transformer_options)
         layout = chunk_layout(x.shape[0], run.pairs)
         call = JointCall(flux, self.addons, JointInputs(layout, timestep.float(), run.asw_strength), context)
         token = _CALL.set(call)

@@ -34,6 +34,7 @@ import torch
 from jointdit_core.addons import JointAddons
 from jointdit_core.checkpoint import AddonCheckpoint
 from jointdit_core.config import FluxConfig
+from .compat import check_flux1, refuse_device_clones
 from .joint_call import RUN_KEY, JointBlockPatch, JointDiffusionWrapper, JointRun, JointTxtIn, JointVectorIn
 
 __all__ = ["KEY", "RUN_KEY", "JointRun", "JointDiTInfo", "apply_jointdit", "check_flux", "flux_config", "jointdit_info"]
@@ -87,6 +88,7 @@ def check_flux(model) -> comfy.ldm.flux.model.Flux:
         raise ValueError(f"LoadJointDiT needs a plain FLUX.1 transformer (16 latent channels); got {type(dm).__name__}")
     if getattr(dm, "txt_norm", None) is not None:  # newer ComfyUI: a norm between the T5 tokens and txt_in (not FLUX.1)
         raise ValueError("LoadJointDiT needs FLUX.1-dev: this Flux-type model normalises its text tokens before txt_in, which FLUX.1 does not")
+    check_flux1(model, dm)
     if isinstance(model.get_model_object("diffusion_model.vector_in"), JointVectorIn) or model.get_wrappers(
         comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY
     ):
@@ -160,7 +162,7 @@ def apply_jointdit(model, checkpoint: AddonCheckpoint, addon_name: str | None = 
     patches = patched.model_options["transformer_options"].setdefault("patches", {})
     patches["post_input"] = [JointTxtIn()] + list(patches.get("post_input", []))
     patched.add_object_patch("diffusion_model.vector_in", JointVectorIn(model.get_model_object("diffusion_model.vector_in")))
-    patched.set_additional_models(KEY, [addon_patcher(model, addons)])
+    patched.set_additional_models(KEY, [refuse_device_clones(addon_patcher(model, addons))])
     name = addon_name if addon_name is not None else checkpoint.path.name
     patched.set_attachments(KEY, JointDiTInfo(name, checkpoint.depth_transform, config))
     return patched
