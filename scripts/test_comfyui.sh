@@ -3,7 +3,7 @@
 # Usage: bash scripts/test_comfyui.sh COMFYUI_PATH COMFYUI_PYTHON [pytest args]
 #   e.g. bash scripts/test_comfyui.sh ~/ComfyUI-0.3.64 ~/venv-comfy-0.3.64/bin/python
 #        bash scripts/test_comfyui.sh ~/ComfyUI-0.28.1 ~/venv-comfy-0.28.1/bin/python -k golden
-# That Python needs ComfyUI's requirements.txt, pytest, and accelerate + transformers for the trainer test
+# That Python needs ComfyUI's requirements.txt, pytest, requests, and accelerate + transformers for the trainer test
 # (README: "Tests" has the setup of both supported ends, ComfyUI 0.3.64 and 0.28.1).
 set -euo pipefail
 if [ $# -lt 2 ]; then
@@ -18,6 +18,6 @@ if [ ! -f "$comfyui/main.py" ] || [ ! -d "$comfyui/comfy" ]; then
   echo "$comfyui is not a ComfyUI checkout (no main.py / comfy/)" >&2
   exit 2
 fi
-"$python" -c "import torch, aiohttp, pytest" || { echo "$python lacks ComfyUI's requirements or pytest (see README: Tests)" >&2; exit 2; }
+"$python" -c "import torch, aiohttp, requests, pytest" || { echo "$python lacks ComfyUI's requirements, requests or pytest (see README: Tests)" >&2; exit 2; }
 echo "ComfyUI $(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$comfyui/comfyui_version.py") at $comfyui, $("$python" --version)"
 COMFYUI_PATH="$comfyui" exec "$python" -m pytest -q tests/comfyui "$@"

@@ -77,18 +77,37 @@ def test_archived_python_imports_nothing_left_out():
             assert not [n for n in names if n.split(".")[0] in LAB], f"{path}:{node.lineno} imports {names}"
 
 
+def _harness():
+    """tests/comfyui/comfyui_harness.py (imports nothing of ComfyUI at module level)."""
+    spec = importlib.util.spec_from_file_location("comfyui_harness_for_pyproject", ROOT / "tests" / "comfyui" / "comfyui_harness.py")
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    return harness
+
+
 def test_license_and_comfyui_requirement_match_pyproject_and_the_test_matrix():
     project = _pyproject()
     assert project["project"]["license"] == "Apache-2.0"
     assert "LICENSE" in project["project"]["license-files"]
     text = (ROOT / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
-    spec = importlib.util.spec_from_file_location("comfyui_harness_for_pyproject", ROOT / "tests" / "comfyui" / "comfyui_harness.py")
-    harness = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(harness)
+    harness = _harness()
     assert project["tool"]["comfy"]["requires-comfyui"] == f">={harness.OLDEST_COMFYUI}"
     readme = (ROOT / "README.md").read_text()
     assert harness.OLDEST_COMFYUI in readme and harness.NEWEST_TESTED_COMFYUI in readme
+
+
+def test_comfyui_outside_the_tested_range_is_skipped_or_warned_about():
+    harness = _harness()
+    for inside in (harness.OLDEST_COMFYUI, "0.10.0", "v0.16.2", harness.NEWEST_TESTED_COMFYUI):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            harness.check_supported(inside)  # numeric order: 0.3.64 < 0.10.0 < 0.28.1
+    for older in ("0.3.63", "0.2.7", "unknown", ""):
+        with pytest.raises(pytest.skip.Exception, match="supported"):
+            harness.check_supported(older)
+    with pytest.warns(UserWarning, match="newer than the newest release"):
+        harness.check_supported("0.29.0")
 
 
 def test_a_second_jointdit_core_is_refused_naming_both_copies(tmp_path):

@@ -52,6 +52,8 @@ def comfyui_path() -> Path:
     for module in ("aiohttp", "torchsde", "comfyui_frontend_package"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is missing: run these tests with the Python that runs ComfyUI (pip install -r requirements.txt there)")
+    if importlib.util.find_spec("requests") is None:  # main.py -> server -> app.frontend_management imports it
+        pytest.skip("requests is missing: ComfyUI's server imports it, and ComfyUI 0.3.x's requirements.txt does not list it (pip install requests)")
     return path
 
 

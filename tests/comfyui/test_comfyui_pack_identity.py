@@ -10,6 +10,7 @@ already imported is refused: tests/test_registry_archive.py.)
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -48,7 +49,7 @@ print("shared", len(set(shared)))
 
 def test_pack_registers_its_own_jointdit_core_once(tmp_path):
     path = comfyui_path()
-    env = {"COMFYUI_PATH": str(path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = dict(os.environ, COMFYUI_PATH=str(path))  # the script drops the repository from sys.path itself
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(REPO)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)
     assert result.returncode == 0, result.stdout + result.stderr
     shared = int(result.stdout.split("shared")[-1])
