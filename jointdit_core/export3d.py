@@ -10,11 +10,16 @@ trimesh is missing, and the 3D node then says how to install it.
   Blender, ComfyUI's newer 3D preview) read it.
 * ``.glb`` (binary glTF 2.0): the mesh, with vertex colours (``COLOR_0``) or the image as a texture;
   optionally (``content``) the points as a glTF POINTS primitive, with their colours, instead of or
-  beside the mesh. glTF is what ComfyUI's 3D preview shows in every release.
+  beside the mesh. glTF is what ComfyUI's 3D preview shows in every release. The materials are unlit
+  (``KHR_materials_unlit``, as ComfyUI's own SaveGLB writes vertex-coloured meshes): the colours are
+  photographs that already hold their lighting, and a mesh without a material would get glTF's default
+  fully metallic one, which renders nearly black without an environment map.
 """
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +73,36 @@ def save_ply(path: str | Path, lifted: LiftedRGBD) -> Path:
     return path
 
 
+def _unlit(glb: bytes) -> bytes:
+    """Give every primitive of a binary glTF a ``KHR_materials_unlit`` material (non-metallic, double-sided).
+
+    Raises:
+        ValueError: bytes that are not a glTF 2.0 binary with a JSON chunk first.
+    """
+    magic, version, _ = struct.unpack_from("<4sII", glb, 0)
+    length, kind = struct.unpack_from("<II", glb, 12)
+    if magic != b"glTF" or version != 2 or kind != 0x4E4F534A:
+        raise ValueError("not a glTF 2.0 binary")
+    tree = json.loads(glb[20 : 20 + length])
+    materials = tree.setdefault("materials", [])
+    for mesh in tree.get("meshes", []):
+        for primitive in mesh["primitives"]:
+            if "material" not in primitive:
+                primitive["material"] = len(materials)
+                materials.append({"pbrMetallicRoughness": {"baseColorFactor": [1.0, 1.0, 1.0, 1.0]}})
+    for material in materials:
+        material.setdefault("pbrMetallicRoughness", {}).update(metallicFactor=0.0, roughnessFactor=1.0)
+        material.setdefault("extensions", {})["KHR_materials_unlit"] = {}
+        material["doubleSided"] = True
+    used = tree.setdefault("extensionsUsed", [])
+    if "KHR_materials_unlit" not in used:
+        used.append("KHR_materials_unlit")
+    text = json.dumps(tree, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)
+    rest = glb[20 + length :]
+    return struct.pack("<4sII", b"glTF", 2, 12 + 8 + len(text) + len(rest)) + struct.pack("<II", len(text), 0x4E4F534A) + text + rest
+
+
 def save_glb(path: str | Path, lifted: LiftedRGBD, content: str = "mesh", texture: bool = False) -> Path:
     """Write a ``.glb``: the mesh, the points, or both (``content`` in GLB_CONTENTS); returns the path.
 
@@ -90,5 +125,5 @@ def save_glb(path: str | Path, lifted: LiftedRGBD, content: str = "mesh", textur
         scene.add_geometry(to_point_cloud(lifted), geom_name="points")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(scene.export(file_type="glb"))
+    path.write_bytes(_unlit(scene.export(file_type="glb")))
     return path

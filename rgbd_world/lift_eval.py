@@ -110,13 +110,18 @@ ROW_TITLES = {
 }
 
 
+def _number(x: float) -> str:
+    return f"{x:.4f}" if x >= 1e-4 else f"{x:.1e}"
+
+
 def table(result: dict) -> str:
     """Markdown table of the mean point errors (metres, and relative to the distance from the camera)."""
     lines = ["| disparity lifted | near/far = true range: error (m) | relative | least-squares aligned: error (m) | relative |",
              "| --- | --- | --- | --- | --- |"]
     for name, row in result["rows"].items():
         r, f = row["range"], row["least_squares"]
-        lines.append(f"| {ROW_TITLES[name]} | {r['mean_error']:.4f} | {r['relative_error']:.4f} | {f['mean_error']:.4f} | {f['relative_error']:.4f} |")
+        numbers = " | ".join(_number(x) for x in (r["mean_error"], r["relative_error"], f["mean_error"], f["relative_error"]))
+        lines.append(f"| {ROW_TITLES[name]} | {numbers} |")
     return "\n".join(lines)
 
 

@@ -140,6 +140,13 @@ def test_bad_inputs_get_clear_errors(kwargs, message):
 # ---- export: the files load back through trimesh's own reader
 
 
+def _vertex_colors(mesh) -> np.ndarray:
+    """COLOR_0 as trimesh's glTF reader gives it: vertex colours, or a vertex attribute next to a material."""
+    if mesh.visual.kind == "vertex":
+        return np.asarray(mesh.visual.vertex_colors)
+    return np.asarray(mesh.visual.vertex_attributes["color"])
+
+
 @pytest.fixture
 def lifted():
     h, w = 10, 12
@@ -173,10 +180,30 @@ def test_glb_loads_back_with_its_vertices_faces_and_colours(tmp_path, lifted, co
     for mesh in meshes:
         assert len(mesh.vertices) == len(lifted.points) and np.allclose(mesh.vertices, lifted.points)
         assert np.array_equal(mesh.faces, lifted.faces)
-        assert np.array_equal(mesh.visual.vertex_colors[:, :3], lifted.colors)
+        assert np.array_equal(_vertex_colors(mesh)[:, :3], lifted.colors)
     for cloud in clouds:
         assert len(cloud.vertices) == len(lifted.points) and np.allclose(cloud.vertices, lifted.points)
         assert np.array_equal(np.asarray(cloud.colors)[:, :3], lifted.colors)
+
+
+def test_glb_materials_are_unlit_and_not_metallic(tmp_path, lifted):
+    pytest.importorskip("trimesh")
+    import json
+    import struct
+
+    from jointdit_core.export3d import save_glb
+
+    for texture in (False, True):
+        data = save_glb(tmp_path / "m.glb", lifted, content="mesh+points", texture=texture).read_bytes()
+        length = struct.unpack_from("<I", data, 12)[0]
+        assert struct.unpack_from("<I", data, 8)[0] == len(data)  # the header's total length is right
+        tree = json.loads(data[20 : 20 + length])
+        assert "KHR_materials_unlit" in tree["extensionsUsed"]
+        primitives = [p for m in tree["meshes"] for p in m["primitives"]]
+        assert sorted(p["mode"] for p in primitives) == [0, 4]  # POINTS and TRIANGLES
+        for primitive in primitives:
+            material = tree["materials"][primitive["material"]]
+            assert "KHR_materials_unlit" in material["extensions"] and material["pbrMetallicRoughness"]["metallicFactor"] == 0
 
 
 def test_textured_glb_carries_the_image(tmp_path, lifted):

@@ -60,7 +60,7 @@ def test_node_writes_glb_and_ply_into_the_output_folder(lift3d, output_dir):
     assert np.array_equal(np.asarray(cloud.colors)[:, :3], colours)
     mesh = next(iter(trimesh.load(output_dir / glb_path, process=False).geometry.values()))
     assert len(mesh.vertices) == 24 * 32 and len(mesh.faces) == 2 * 23 * 31 - 2 * 23  # the step's cells dropped
-    assert np.array_equal(mesh.visual.vertex_colors[:, :3], colours)
+    assert np.array_equal(np.asarray(mesh.visual.vertex_attributes["color"])[:, :3], colours)  # COLOR_0 beside the unlit material
     again = _run(lift3d, image[:1], depth[:1])  # the counter goes on, as in Save Image
     assert again.args[0] == "JointDiT/3d_00003_.glb"
 
