@@ -2,17 +2,40 @@
 
 ComfyUI's depth packs and ControlNet preprocessors (Depth Anything V2, MiDaS, Marigold with invert)
 give IMAGE tensors (B, H, W, 3) in [0, 1] with near = bright, i.e. relative disparity: the JointDiT
-training convention (spec section 6). The autoencoder side of ComfyUI's VAE also works on
+training convention of JointDiT (Byung-Ki Kwon et al., ICCV 2025). The autoencoder side of ComfyUI's VAE also works on
 (B, H, W, 3) images in [0, 1]. The formulas are :mod:`jointdit_core.depth`'s.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from jointdit_core.depth import colorize, disparity_to_model_input, model_output_to_disparity, normalize_disparity  # noqa: F401 (colorize re-exported)
 
 COLORMAPS = ("turbo", "gray")  # offered by DecodeDepth; colours from jointdit_core.depth.colorize
+MIN_SIZE = 16  # pixels: the smallest map JointSampler takes (the VAE's 8x8-pixel latent cells, 2x2 cells per FLUX token)
+
+
+def check_depth_size(depth: Tensor, vae_cell: int = 1, what: str = "depth map") -> Tensor:
+    """Refuse an empty batch or a map smaller than the VAE's cell; returns ``depth`` (B, H, W).
+
+    Args:
+        depth: (B, H, W) depth maps.
+        vae_cell: pixels per latent cell of the VAE that will encode the map (8 for FLUX's ``ae.safetensors``);
+            a smaller map would reach the VAE as an empty image.
+    Raises:
+        ValueError: batch 0 or no pixels; H or W below ``vae_cell``, saying that :data:`MIN_SIZE` is the smallest size that works.
+    """
+    batch, height, width = depth.shape
+    if batch == 0 or height == 0 or width == 0:
+        raise ValueError(f"the {what} is empty (shape {tuple(depth.shape)}): connect at least one image")
+    if height < vae_cell or width < vae_cell:
+        raise ValueError(
+            f"the {what} is {width}x{height} pixels; the smallest size that works is {MIN_SIZE}x{MIN_SIZE} "
+            f"(the VAE needs {vae_cell}x{vae_cell}, JointSampler multiples of 16: e.g. ImageScale to 512x512)"
+        )
+    return depth
 
 
 def depth_from_comfy(depth: Tensor) -> Tensor:
@@ -55,7 +78,15 @@ def depth_to_vae_pixels(depth: Tensor, near_is_bright: bool = True, normalize: b
 def vae_pixels_to_depth(pixels: Tensor, depth_transform: str = "none") -> Tensor:
     """``VAE.decode`` output (B, H, W, C) in [0, 1] -> depth (B, H, W) in [0, 1], near = 1 (bright).
 
-    Clamp, mean over the three channels, undo the "inverse" transform (spec section 6).
+    Clamp, mean over the three channels, undo the "inverse" transform (the official code's ``1 - d``).
+
+    Raises:
+        ValueError: NaN or Inf in ``pixels`` (a decoder that overflowed), instead of a depth map of NaN.
     """
+    if not torch.isfinite(pixels).all():
+        raise ValueError(
+            "the VAE decoded NaN or Inf values from the depth LATENT: run the VAE in float32 or bfloat16 "
+            "(ComfyUI --fp32-vae / --bf16-vae) and check the sampler's output"
+        )
     x = pixels[..., :3].float().permute(0, 3, 1, 2) * 2 - 1
     return model_output_to_disparity(x, depth_transform)
