@@ -159,19 +159,21 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the result as JSON here")
     p.add_argument("--figure", default=None, help="also render the README picture (PNG) here")
+    p.add_argument("--thumbnails", default=None, help="with --figure: also write the 3D workflows' template cards into this folder")
     a = p.parse_args(argv)
-    result = evaluate_lifting(a.model, a.count, a.steps, a.seed)
-    print(f"\n3D lifting on {a.count} test scenes (depth estimation {a.steps} steps, seed {a.seed}; sky excluded; "
-          "points scale-aligned to the exact ones):\n")
-    print(table(result))
-    if a.json:
+    result = evaluate_lifting(a.model, a.count, a.steps, a.seed) if a.count > 0 else None
+    if result is not None:
+        print(f"\n3D lifting on {a.count} test scenes (depth estimation {a.steps} steps, seed {a.seed}; sky excluded; "
+              "points scale-aligned to the exact ones):\n")
+        print(table(result))
+    if a.json and result is not None:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
         print(f"\nwrote {a.json}")
     if a.figure:
         from .lift_figure import make_figure
 
-        make_figure(a.figure, a.model, steps=a.steps, seed=a.seed)
+        make_figure(a.figure, a.model, steps=a.steps, seed=a.seed, thumbnails=a.thumbnails)
         print(f"wrote {a.figure}")
 
 

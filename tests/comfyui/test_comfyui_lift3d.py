@@ -105,3 +105,48 @@ def test_node_errors_are_clear(lift3d, output_dir):
     with pytest.raises(ValueError, match="near must be smaller than far"):
         _run(lift3d, image, depth, near=5.0, far=2.0)
     assert not any(os.scandir(output_dir))  # nothing written for a refused input
+
+
+# ---- the shipped 3D workflows on a headless ComfyUI server (the server fixture of test_comfyui_server)
+
+from test_comfyui_server import adapted_graph, server  # noqa: E402,F401  (server: module-scoped fixture)
+
+from comfyui_harness import REPO  # noqa: E402
+
+WORKFLOWS_3D = ["joint_generation_3d", "depth_estimation_3d"]
+
+
+@pytest.mark.parametrize("name", WORKFLOWS_3D)
+def test_3d_workflow_runs_headless_and_writes_its_files(server, name):  # noqa: F811
+    graph = adapted_graph(name)
+    lift = next(nid for nid, node in graph.items() if node["class_type"] == "JointDiTRGBDTo3D")
+    preview = next(nid for nid, node in graph.items() if node["class_type"] == "Preview3D")
+    assert graph[preview]["inputs"]["model_file"] == [lift, 0]
+    graph[lift]["inputs"].update(filename_prefix=f"test/{name}", edge_threshold=0.0)  # random test weights: keep every triangle
+    entry = server.wait(server.queue(graph))
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{server.log_tail()}"
+    files = entry["outputs"][lift]["3d"]
+    assert [f["filename"].rsplit(".", 1)[1] for f in files] == ["glb", "ply"]
+    paths = [server.base / "output" / f["subfolder"] / f["filename"] for f in files]
+    mesh = next(iter(trimesh.load(paths[0], process=False).geometry.values()))
+    assert len(mesh.vertices) == 128 * 128 and len(mesh.faces) == 2 * 127 * 127
+    assert len(trimesh.load(paths[1]).vertices) == 128 * 128
+    shown = entry["outputs"][preview]["result"][0]  # what Preview 3D's viewer loads from the output folder
+    assert shown == f"test/{paths[0].name}" and (server.base / "output" / shown).is_file()
+
+
+def test_3d_ui_workflows_have_the_3d_preview_linked(server):  # noqa: F811
+    import json
+
+    info = server.get("/object_info")
+    assert "JointDiTRGBDTo3D" in info and "Preview3D" in info
+    for name in WORKFLOWS_3D:
+        ui = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
+        assert ui == json.loads((REPO / "workflows" / "ui" / f"{name}.json").read_text())
+        nodes = {node["type"]: node for node in ui["nodes"]}
+        assert all(node_type in info for node_type in nodes if node_type != "MarkdownNote")
+        socket = next(i for i in nodes["Preview3D"]["inputs"] if i["name"] == "model_file")
+        link = next(link for link in ui["links"] if link[0] == socket["link"])
+        assert socket["widget"] == {"name": "model_file"}
+        assert link[1] == nodes["JointDiTRGBDTo3D"]["id"] and link[2] == 0 and link[5] == "STRING"
+        assert (REPO / "example_workflows" / f"{name}.jpg").is_file()  # the template card's thumbnail
