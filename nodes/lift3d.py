@@ -16,7 +16,6 @@ The node also lists its files as ``3d`` results (the format of SaveGLB's), so th
 
 from __future__ import annotations
 
-import inspect
 import os
 
 import torch
@@ -26,9 +25,9 @@ from jointdit_core.export3d import GLB_CONTENTS, save_glb, save_ply
 from jointdit_core.lift3d import DEFAULT_EDGE_THRESHOLD, DEFAULT_FAR, DEFAULT_FOV_DEGREES, DEFAULT_NEAR, MAP_KINDS, lift_rgbd
 
 from .depth_maps import depth_from_comfy
+from .node_options import advanced, schema_options
 
 HAS_FILE3D = hasattr(io, "File3DGLB") and hasattr(io, "File3DPLY")  # ComfyUI's 3D file types (0.28.1; not 0.3.64)
-_ADVANCED = {"advanced": True} if "advanced" in inspect.signature(io.Float.Input.__init__).parameters else {}
 
 
 def _outputs() -> list:
@@ -66,6 +65,7 @@ class RGBDTo3D(io.ComfyNode):
             display_name="JointDiT RGB-D to 3D",
             category="JointDiT",
             is_output_node=True,
+            **schema_options(["depth to 3d", "point cloud", "mesh", "glb", "ply", "3d lifting", "rgbd"]),
             description=(
                 "Lifts an image and its depth map (Decode Depth's output, or any depth pack's) to 3D: a mesh over the "
                 "pixel grid with the image's colours (.glb) and a coloured point cloud (.ply), written to the output "
@@ -87,15 +87,15 @@ class RGBDTo3D(io.ComfyNode):
                 io.Float.Input("background_threshold", default=0.0, min=0.0, max=0.99, step=0.01,
                                tooltip="Remove pixels whose normalised disparity is below this (sky, far background; try 0.02-0.05). 0 keeps all."),
                 io.String.Input("filename_prefix", default="JointDiT/3d", tooltip="Output file prefix (subfolder/name), as in Save Image."),
-                io.Combo.Input("depth_kind", options=list(MAP_KINDS), default="disparity", **_ADVANCED,
+                io.Combo.Input("depth_kind", options=list(MAP_KINDS), default="disparity", **advanced(),
                                tooltip="disparity: near = bright (JointDiT, Depth Anything, MiDaS). depth: near = dark (Marigold without invert)."),
-                io.Boolean.Input("normalize", default=True, **_ADVANCED,
+                io.Boolean.Input("normalize", default=True, **advanced(),
                                  tooltip="Min-max normalise each depth map first, so its nearest pixel is at 'near' and its farthest at 'far'."),
-                io.Combo.Input("glb_content", options=list(GLB_CONTENTS), default="mesh", **_ADVANCED,
+                io.Combo.Input("glb_content", options=list(GLB_CONTENTS), default="mesh", **advanced(),
                                tooltip="What the .glb holds: the mesh, the points, or both."),
-                io.Boolean.Input("texture", default=False, **_ADVANCED,
+                io.Boolean.Input("texture", default=False, **advanced(),
                                  tooltip="Colour the mesh with the image as a texture instead of per-vertex colours."),
-                io.Int.Input("stride", default=1, min=1, max=16, **_ADVANCED,
+                io.Int.Input("stride", default=1, min=1, max=16, **advanced(),
                              tooltip="Keep every n-th pixel row and column (2 for images over 1 megapixel keeps files small)."),
             ],
             outputs=_outputs(),
