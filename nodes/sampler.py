@@ -319,24 +319,27 @@ _DESCRIPTION = (
 )
 
 
+def _schema(node_id: str, display_name: str, description: str, inputs: list, aliases: list[str], **extra) -> io.Schema:
+    return io.Schema(
+        node_id=node_id, display_name=display_name, category="JointDiT", description=f"{_DESCRIPTION} {description}",
+        inputs=inputs, outputs=_OUTPUTS, **schema_options(aliases), **extra,
+    )
+
+
 class JointSampler(io.ComfyNode):
     """Sample rgb/depth pairs with JointDiT: joint generation, depth estimation or depth-to-image."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="JointSampler",
-            display_name="JointDiT Sampler",
-            category="JointDiT",
-            description=_DESCRIPTION + " For cfg, schedule, ASW and custom levels use JointDiT Sampler (Advanced).",
-            inputs=[
+        return _schema(
+            "JointSampler", "JointDiT Sampler", "For cfg, schedule, ASW and custom levels use JointDiT Sampler (Advanced).",
+            [
                 *_common_inputs(list(TASKS)),
                 io.Latent.Input("image", optional=True, tooltip=_IMAGE_TIP),
                 io.Latent.Input("depth", optional=True, tooltip=_DEPTH_TIP),
             ],
-            outputs=_OUTPUTS,
+            SEARCH_ALIASES,
             hidden=[io.Hidden.prompt, io.Hidden.unique_id],
-            **schema_options(SEARCH_ALIASES),
         )
 
     @classmethod
@@ -349,12 +352,9 @@ class JointSamplerAdvanced(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="JointSamplerAdvanced",
-            display_name="JointDiT Sampler (Advanced)",
-            category="JointDiT",
-            description=_DESCRIPTION + " custom: start/end level per branch (1 = noise, 0 = clean; start == end holds it).",
-            inputs=[
+        return _schema(
+            "JointSamplerAdvanced", "JointDiT Sampler (Advanced)", "custom: start/end level per branch (1 = noise, 0 = clean; start == end holds it).",
+            [
                 *_common_inputs(TASK_NAMES),
                 io.Combo.Input("schedule", options=list(SCHEDULES), default="flux_shifted", tooltip="flux_shifted: the official FLUX.1-dev schedule (shift by token count)."),
                 io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="Classifier-free guidance; 1 = off (official). >1 needs 'negative'."),
@@ -369,8 +369,7 @@ class JointSamplerAdvanced(io.ComfyNode):
                 io.Sigmas.Input("rgb_sigmas", optional=True, tooltip="Overrides the rgb branch schedule (values in [0, 1], non-increasing)."),
                 io.Sigmas.Input("depth_sigmas", optional=True, tooltip="Overrides the depth branch schedule."),
             ],
-            outputs=_OUTPUTS,
-            **schema_options(SEARCH_ALIASES + ["jointdit advanced", "custom levels"]),
+            SEARCH_ALIASES + ["jointdit advanced", "custom levels"],
         )
 
     @classmethod

@@ -195,6 +195,7 @@ def _columns(graph: dict) -> dict[str, int]:
 NOTE_ID, NOTE_SIZE = 100, [640, 340]
 NODE_WIDTH, COLUMN, GAP = 300, 340, 40
 OUTPUT_SIZE = [400, 470]  # room for a result below the widgets: an output node never needs to grow over another node
+PREVIEW_HEIGHT = {"LoadImage": 440}  # nodes that show their input image: room for it (the frontend grows them otherwise)
 # Long graphs are folded into bands (rows of columns) so that the whole graph reads at a zoom that still shows
 # text: node id -> band (default 0).
 BANDS = {"depth_to_image": {"4": 1, "5": 1, "14": 1, "15": 1, "16": 1, "17": 1}}
@@ -254,6 +255,7 @@ def to_ui(graph: dict, object_info: dict, name: str = "") -> dict:
                 continue
             sockets = sum(1 for _, spec, _ in _inputs_in_order(info) if not _is_widget(spec))
             height = 46 + 24 * max(sockets, len(info["output"])) + 26 * len(widget_values(info, node["inputs"]))
+            height = max(height, PREVIEW_HEIGHT.get(node["class_type"], 0))
             col = dense[nid]
             layout[nid] = ([40 + COLUMN * col, band_top + rows.get(col, 0)], [NODE_WIDTH, height])
             rows[col] = rows.get(col, 0) + height + GAP
