@@ -31,6 +31,7 @@ from jointdit_core.depth import colorize
 from jointdit_core.images import unit_to_uint8
 
 from .dataset import normalized_disparity
+from .lift_eval import write_demo_lifts
 from .metrics import evaluate_disparity, mean_metrics
 from .stack import DEFAULT_MODEL_DIR, depth_estimation, depth_to_image, held_out_scenes, joint_generation, load_baseline, load_stack
 
@@ -121,6 +122,7 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
     overview.append([t for i, s in enumerate(scenes) for t in (s.rgb, colormap(pred[i]))])
     overview.append([t for s in scenes for t in (colormap(normalized_disparity(s.depth)), np.full_like(s.rgb, 255))])
     summary["depth_estimation"] = {"scenes": estimates, "mean": mean_metrics(ours), "baseline_mean": mean_metrics(base)}
+    files += write_demo_lifts(out, (rgb[0], disp[0]), (scenes[0].rgb, pred[0]))  # 3d/*.glb, *.ply (rgbd_world.lift_eval)
 
     # 3. depth-to-image from held-out depth maps
     scenes = held_out_scenes(len(CAPTIONS), start=DEPTH_TO_IMAGE_START, size=stack.manifest["resolution"])

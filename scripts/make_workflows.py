@@ -38,7 +38,7 @@ MODELS = {
     "t5xxl_fp16.safetensors": ("https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors", "text_encoders"),
     "ae.safetensors": ("https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors", "vae"),
 }
-OUTPUT_NODES = {"SaveImage", "PreviewImage"}
+OUTPUT_NODES = {"SaveImage", "PreviewImage", "Preview3D"}
 
 NOTE = """## JointDiT: model files
 
@@ -124,6 +124,26 @@ WORKFLOWS = {
 }
 
 
+# 3D lifting (issue 13): the joint-generation and depth-estimation graphs, their image and depth map lifted to a
+# mesh + point cloud by "JointDiT RGB-D to 3D" and shown in ComfyUI's own Preview 3D (its model_file takes the
+# .glb path relative to the output folder, in every supported ComfyUI).
+def _with_3d(graph: dict, image_from: str, prefix: str) -> dict:
+    """``graph`` plus RGBDTo3D (image: the first ``image_from`` node; depth: DecodeDepth's depth) and Preview3D."""
+    first = lambda class_type: next(nid for nid, node in graph.items() if node["class_type"] == class_type)  # noqa: E731
+    lift, preview = str(max(int(n) for n in graph) + 1), str(max(int(n) for n in graph) + 2)
+    return {
+        **graph,
+        lift: _node("JointDiTRGBDTo3D", "RGB-D to 3D", image=[first(image_from), 0], depth=[first("DecodeDepth"), 0], fov_degrees=60.0,
+                    near=1.0, far=10.0, edge_threshold=0.03, background_threshold=0.0, filename_prefix=prefix, depth_kind="disparity",
+                    normalize=True, glb_content="mesh", texture=False, stride=1),
+        preview: _node("Preview3D", "3D view (drag to orbit)", model_file=[lift, 0]),
+    }
+
+
+WORKFLOWS["joint_generation_3d"] = _with_3d(WORKFLOWS["joint_generation"], "VAEDecode", "JointDiT/joint_3d")
+WORKFLOWS["depth_estimation_3d"] = _with_3d(WORKFLOWS["depth_estimation"], "ImageScale", "JointDiT/depth_3d")
+
+
 def _inputs_in_order(info: dict) -> list[tuple[str, list, bool]]:
     """(name, spec, optional) of a node's inputs in /object_info order."""
     order = info.get("input_order", {})
@@ -137,7 +157,8 @@ def _inputs_in_order(info: dict) -> list[tuple[str, list, bool]]:
 
 def _is_widget(spec: list) -> bool:
     kind = spec[0]
-    return isinstance(kind, list) or kind in WIDGET_TYPES
+    options = spec[1] if len(spec) > 1 else {}
+    return isinstance(kind, list) or kind in WIDGET_TYPES or options.get("widgetType") in WIDGET_TYPES  # multi-type inputs with a widget
 
 
 def widget_values(info: dict, inputs: dict) -> list:
@@ -148,7 +169,8 @@ def widget_values(info: dict, inputs: dict) -> list:
         if not _is_widget(spec):
             continue
         options = spec[1] if len(spec) > 1 else {}
-        values.append(inputs.get(name, options.get("default")))
+        value = inputs.get(name, options.get("default"))
+        values.append(options.get("default") if isinstance(value, list) else value)  # a linked widget keeps its default
         if options.get("control_after_generate"):
             values.append("fixed")
         if options.get("image_upload"):
@@ -246,10 +268,12 @@ def to_ui(graph: dict, object_info: dict, name: str = "") -> dict:
         info = object_info[node["class_type"]]
         sockets = []
         for input_name, spec, optional in _inputs_in_order(info):
-            if _is_widget(spec):
-                continue
             link = in_link.get((nid, input_name))
+            if _is_widget(spec) and link is None:
+                continue
             entry = {"name": input_name, "type": spec[0], "link": link}
+            if _is_widget(spec):  # a widget fed by a link (e.g. Preview 3D's model_file)
+                entry["widget"] = {"name": input_name}
             if optional:
                 entry["shape"] = 7
             sockets.append(entry)

@@ -1,0 +1,79 @@
+"""The README's picture of 3D lifting: RGB-D pairs of the world lifted to meshes, seen from a new viewpoint.
+
+    python -m rgbd_world.lift_eval --count 0 --figure docs/lift3d.png --thumbnails example_workflows
+
+Rows: a held-out test scene's exact pair, the model's depth estimate of the same image, a joint-generation
+pair. Columns: image, disparity (colour: near = yellow), the lifted mesh rendered 35 degrees to the side
+(:mod:`rgbd_world.render3d`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from jointdit_core.depth import colorize
+from jointdit_core.lift3d import lift_rgbd
+
+from .lift_eval import EDGE_THRESHOLD_64PX, SKY_THRESHOLD, WORLD_NEAR
+from .render3d import orbit, render_mesh
+from .scenes import FAR, HFOV_DEG
+from .stack import DEFAULT_MODEL_DIR, depth_estimation, held_out_scenes, joint_generation, load_stack
+
+SCENE = 3  # offset in the test split: a red cone in front of a yellow cube
+CAPTION = "a blue cube left of a yellow cone"
+TILE = 192
+
+
+def view(rgb: np.ndarray, disparity: np.ndarray, near: float, far: float, yaw: float = 35.0) -> np.ndarray:
+    """Lift a pair and render it from a camera turned ``yaw`` degrees about the scene's centre: (TILE, TILE, 3) uint8."""
+    lifted = lift_rgbd(rgb, disparity, fov_degrees=HFOV_DEG, near=near, far=far, edge_threshold=EDGE_THRESHOLD_64PX, background_threshold=SKY_THRESHOLD)
+    pivot = np.median(lifted.points, axis=0)
+    points = orbit(lifted.points, yaw, 12.0, pivot) - np.array([0.0, 0.0, 0.5 * abs(pivot[2])])  # step back to see it whole
+    return render_mesh(points, lifted.faces, lifted.colors, size=TILE, fov_degrees=HFOV_DEG, background=(240, 240, 240))
+
+
+def _tile(x: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(x).resize((TILE, TILE), Image.NEAREST))
+
+
+def make_figure(path: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: int = 20, seed: int = 0, thumbnails: str | Path | None = None) -> Path:
+    """Render the picture (3 rows x 3 tiles, labelled) to ``path`` (PNG, 256-colour palette); returns the path.
+
+    With ``thumbnails`` (a folder, e.g. ``example_workflows``) also the template cards of the 3D workflows:
+    ``joint_generation_3d.jpg`` and ``depth_estimation_3d.jpg`` (400x400: image and disparity left, the lifted
+    mesh from two sides right).
+    """
+    from .dataset import normalized_disparity
+
+    stack = load_stack(model_dir)
+    scene = held_out_scenes(1, start=SCENE)[0]
+    estimate = depth_estimation(stack, scene.rgb[None], steps=steps, seed=seed)[0]
+    rgb, disparity = joint_generation(stack, [CAPTION], steps=steps, seed=seed)
+    rows = [
+        ("test scene, exact depth", scene.rgb, normalized_disparity(scene.depth), float(scene.depth.min())),
+        ("same image, JointDiT depth estimate", scene.rgb, estimate, float(scene.depth.min())),
+        (f'joint generation: "{CAPTION}"', rgb[0], disparity[0], WORLD_NEAR),
+    ]
+    label = 18
+    sheet = Image.new("RGB", (3 * TILE, len(rows) * (TILE + label)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for r, (title, image, disp, near) in enumerate(rows):
+        colours = np.round(colorize(torch.from_numpy(np.asarray(disp, np.float64)), "viridis").numpy() * 255).astype(np.uint8)
+        tiles = np.concatenate([_tile(image), _tile(colours), view(image, disp, near, FAR)], axis=1)
+        top = r * (TILE + label)
+        draw.text((4, top + 3), f"{title}   |   disparity   |   lifted mesh, new view", fill=(0, 0, 0))
+        sheet.paste(Image.fromarray(tiles), (0, top + label))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.quantize(256).save(path, optimize=True)
+    if thumbnails is not None:
+        for name, (_, image, disp, near) in (("depth_estimation_3d", rows[1]), ("joint_generation_3d", rows[2])):
+            colours = np.round(colorize(torch.from_numpy(np.asarray(disp, np.float64)), "viridis").numpy() * 255).astype(np.uint8)
+            grid = np.concatenate([np.concatenate([_tile(image), view(image, disp, near, FAR, 35.0)], 1),
+                                   np.concatenate([_tile(colours), view(image, disp, near, FAR, -35.0)], 1)], 0)
+            Image.fromarray(grid).resize((400, 400), Image.BICUBIC).save(Path(thumbnails) / f"{name}.jpg", quality=85)
+    return path
