@@ -15,7 +15,16 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import FluxConfig
-from .joint import JointInputs, joint_double_block, joint_single_block, joint_txt_in, joint_vector_in, rope_embedding
+from .joint import (
+    AttentionFn,
+    JointInputs,
+    joint_double_block,
+    joint_single_block,
+    joint_txt_in,
+    joint_vector_in,
+    rope_embedding,
+    sdpa_attention,
+)
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: int = 10000, time_factor: float = 1000.0) -> Tensor:
@@ -96,8 +105,8 @@ class DoubleStreamBlock(nn.Module):
             setattr(self, f"{stream}_norm2", nn.LayerNorm(h, elementwise_affine=False, eps=1e-6))
             setattr(self, f"{stream}_mlp", _mlp(h, config.mlp_hidden_dim))
 
-    def forward(self, img, txt, vec, pe, addon=None, joint: JointInputs | None = None):
-        return joint_double_block(self, addon, img, txt, vec, pe, joint)
+    def forward(self, img, txt, vec, pe, addon=None, joint: JointInputs | None = None, attention: AttentionFn = sdpa_attention):
+        return joint_double_block(self, addon, img, txt, vec, pe, joint, attention)
 
 
 class SingleStreamBlock(nn.Module):
@@ -114,8 +123,8 @@ class SingleStreamBlock(nn.Module):
         self.mlp_act = nn.GELU(approximate="tanh")
         self.modulation = Modulation(h, double=False)
 
-    def forward(self, x, vec, pe, addon=None, joint: JointInputs | None = None):
-        return joint_single_block(self, addon, x, vec, pe, joint)
+    def forward(self, x, vec, pe, addon=None, joint: JointInputs | None = None, attention: AttentionFn = sdpa_attention):
+        return joint_single_block(self, addon, x, vec, pe, joint, attention)
 
 
 class LastLayer(nn.Module):
@@ -171,6 +180,8 @@ class Flux(nn.Module):
         y: Tensor,
         guidance: Tensor | None = None,
         joint: JointInputs | None = None,
+        addons=None,
+        attention: AttentionFn = sdpa_attention,
     ) -> Tensor:
         """Velocity prediction.
 
@@ -180,30 +191,35 @@ class Flux(nn.Module):
             txt: (B, T, context_in_dim) T5 token embeddings; y: (B, vec_in_dim) CLIP pooled vector.
             timesteps: (B,) t in [0, 1] (0 clean, 1 noise); embedded as 1000*t.
             guidance: (B,) distilled guidance (FLUX.1-dev: 3.5 at inference); required if guidance_embed.
-            joint: JointDiT inputs (addons, row layout, per-row timesteps); None runs plain Flux.
+            joint: JointDiT inputs (row layout, per-row timesteps, ASW strength); None runs plain Flux.
+            addons: the :class:`~jointdit_core.addons.JointAddons`, needed with ``joint``.
+            attention: the attention backend of every block (:data:`~jointdit_core.joint.AttentionFn`).
         Returns:
             (B, L, in_channels) velocity ``noise - x0`` prediction, dtype of the weights' compute.
         Raises:
-            ValueError: guidance missing for a guidance-distilled model, or wrong input ranks.
+            ValueError: guidance missing for a guidance-distilled model, wrong input ranks, or ``joint``
+                without ``addons``.
         """
         if img.ndim != 3 or txt.ndim != 3:
             raise ValueError(f"img and txt must be (B, L, C); got {tuple(img.shape)} and {tuple(txt.shape)}")
-        addons = joint.addons if joint is not None else None
+        if joint is not None and addons is None:
+            raise ValueError("a joint forward needs the JointDiT addons: pass addons= with joint=")
+        addons = addons if joint is not None else None
         img = self.img_in(img)
         vec = self.time_in(timestep_embedding(timesteps, 256).to(img.dtype))
         if self.config.guidance_embed:
             if guidance is None:
                 raise ValueError("this Flux model is guidance-distilled: pass guidance (e.g. 3.5)")
             vec = vec + self.guidance_in(timestep_embedding(guidance, 256).to(img.dtype))
-        vec = vec + joint_vector_in(self.vector_in, addons, y, joint)
-        txt = joint_txt_in(self.txt_in, addons, txt, joint)
+        vec = vec + joint_vector_in(self.vector_in, addons and addons.vector_in, y, joint)
+        txt = joint_txt_in(self.txt_in, addons and addons.txt_in, txt, joint)
         pe = rope_embedding(torch.cat((txt_ids, img_ids), dim=1), self.config.axes_dim, self.config.theta)
 
         for i, block in enumerate(self.double_blocks):
             addon = addons.double_blocks[i] if addons is not None else None
-            img, txt = self._run(block, img, txt, vec, pe, addon, joint)
+            img, txt = self._run(block, img, txt, vec, pe, addon, joint, attention)
         x = torch.cat((txt, img), dim=1)
         for i, block in enumerate(self.single_blocks):
             addon = addons.single_blocks[i] if addons is not None else None
-            x = self._run(block, x, vec, pe, addon, joint)
+            x = self._run(block, x, vec, pe, addon, joint, attention)
         return self.final_layer(x[:, txt.shape[1] :], vec)

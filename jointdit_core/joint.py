@@ -6,7 +6,8 @@ structure (attributes ``img_mod.lin``, ``img_norm1``, ``img_attn.qkv``, ``img_at
 ``norm``, ``mlp_act``), so the same code drives our own :class:`~jointdit_core.flux.Flux`, ComfyUI's
 Flux module and the trainer. Without a :class:`JointInputs` they compute plain Flux.
 
-With one, they add what JointDiT adds (spec sections 3 and 4):
+With one, they add what JointDiT adds (the paper, JointDiT by Byung-Ki Kwon et al., ICCV 2025, and the
+official code, kaist-ami/JointDiT):
 
 * depth-branch LoRA: depth rows run ``W x + b + 0.5 * B(A x)``, rgb rows run ``W x + b``;
 * the joint connection: after QK-norm and RoPE, each row also attends to its partner row's keys and
@@ -19,6 +20,7 @@ With one, they add what JointDiT adds (spec sections 3 and 4):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -64,7 +66,7 @@ class BranchLayout:
 
     @classmethod
     def official(cls, pairs: int) -> "BranchLayout":
-        """All rgb rows, then all depth rows (the official forward's layout, spec section 2)."""
+        """All rgb rows, then all depth rows (the layout of the official forward)."""
         return cls(torch.arange(pairs), torch.arange(pairs, 2 * pairs))
 
     @property
@@ -104,7 +106,7 @@ class BranchLayout:
 
 
 def adaptive_weights(t_self: Tensor, t_other: Tensor, strength: float = 1.0) -> Tensor:
-    """Adaptive scheduling weight of each row's joint-connection output (spec section 4).
+    """Adaptive scheduling weight of each row's joint-connection output (the paper's ASW, official code).
 
     ``sigmoid(3 * strength * (t_self / (t_self + t_other) - 0.5))``. The official formula is 0/0 when
     both timesteps are 0; there the ratio is defined as 0.5 (the limit along t_self = t_other), giving
@@ -123,20 +125,23 @@ def adaptive_weights(t_self: Tensor, t_other: Tensor, strength: float = 1.0) -> 
 
 @dataclass
 class JointInputs:
-    """What a joint forward needs beyond plain Flux inputs.
+    """What a joint forward needs beyond plain Flux inputs and the addons.
 
     Args:
-        addons: a :class:`~jointdit_core.addons.JointAddons` (or any module with its attribute tree).
         layout: the rgb/depth rows of the batch.
         timesteps: (B,) per-row timesteps in [0, 1] (row order), used by the adaptive weights.
         asw_strength: 1.0 official adaptive weights, 0.0 off (constant 0.5).
+    Attributes:
+        row_weights: (B,) float32 adaptive weight of each row's joint part (:func:`adaptive_weights`),
+            computed from the above.
+    Raises:
+        ValueError: ``timesteps`` does not have one value per row of ``layout``.
     """
 
-    addons: torch.nn.Module
     layout: BranchLayout
     timesteps: Tensor
     asw_strength: float = 1.0
-    row_weights: Tensor | None = None
+    row_weights: Tensor = field(init=False)
 
     def __post_init__(self):
         t = self.timesteps.flatten().float()
@@ -145,31 +150,45 @@ class JointInputs:
         self.row_weights = adaptive_weights(t, self.layout.partner(t), self.asw_strength)
 
 
+# ----------------------------------------------------------------------------- attention
+
+AttentionFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""An attention backend: q, k, v (B, H, L, D) -> (B, L, H*D), heads merged (no mask, no scale change)."""
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    b, h, length, d = x.shape
+    return x.transpose(1, 2).reshape(b, length, h * d)
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """The core's attention backend: ``F.scaled_dot_product_attention``, heads merged.
+
+    q: (B, H, Lq, D), k and v: (B, H, Lk, D) -> (B, Lq, H*D).
+    """
+    return _merge_heads(F.scaled_dot_product_attention(q, k, v))
+
+
 # ----------------------------------------------------------------------------- primitives
 
 
-def lora_delta(lora: torch.nn.Module, x: Tensor) -> Tensor:
-    """``scale * B(A x)`` of a LoRA module with ``lora_A`` / ``lora_B`` linears and a ``scale`` attribute.
+def add_lora(out: Tensor, lora, x: Tensor, joint: JointInputs | None) -> Tensor:
+    """``out`` plus the depth-branch LoRA update ``lora(x)`` on the depth rows (rgb rows unchanged).
 
-    Weights are used in ``x``'s dtype and device (addons may be stored in bf16 and offloaded).
+    Args:
+        out: (B, ..., out_features) the base layer's output; x: (B, ..., in_features) its input.
+        lora: a :class:`~jointdit_core.addons.LoRA` (called, so ComfyUI's ops cast or offload it), or None.
+    Returns:
+        ``out`` unchanged when ``joint`` or ``lora`` is None, else a new tensor.
     """
-    a = lora.lora_A.weight.to(device=x.device, dtype=x.dtype)
-    b = lora.lora_B.weight.to(device=x.device, dtype=x.dtype)
-    return F.linear(F.linear(x, a), b) * lora.scale
+    if joint is None or lora is None:
+        return out
+    return joint.layout.add_to_depth(out, lora(joint.layout.depth(x)))
 
 
 def lora_linear(linear, lora, x: Tensor, joint: JointInputs | None) -> Tensor:
-    """``linear(x)`` for every row plus the depth-branch LoRA update on depth rows (spec section 3)."""
-    out = linear(x)
-    if joint is None or lora is None:
-        return out
-    return joint.layout.add_to_depth(out, lora_delta(lora, joint.layout.depth(x)))
-
-
-def _linear(module: torch.nn.Linear, x: Tensor) -> Tensor:
-    w = module.weight.to(device=x.device, dtype=x.dtype)
-    b = None if module.bias is None else module.bias.to(device=x.device, dtype=x.dtype)
-    return F.linear(x, w, b)
+    """``linear(x)`` for every row plus the depth-branch LoRA update on depth rows (the paper's depth-branch LoRA)."""
+    return add_lora(linear(x), lora, x, joint)
 
 
 def rope(pos: Tensor, dim: int, theta: int) -> Tensor:
@@ -202,30 +221,28 @@ def _heads(x: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
     return q, k, v
 
 
-def _merge_heads(x: Tensor) -> Tensor:
-    b, h, length, d = x.shape
-    return x.transpose(1, 2).reshape(b, length, h * d)
-
-
-def attention(q: Tensor, k: Tensor, v: Tensor, pe: Tensor, joint: JointInputs | None, joint_linear) -> Tensor:
+def joint_attention(q: Tensor, k: Tensor, v: Tensor, pe: Tensor, joint: JointInputs | None, joint_linear, attention: AttentionFn = sdpa_attention) -> Tensor:
     """Self-attention over all tokens of each row, plus (joint) the weighted joint-connection output.
+
+    Three calls of ``attention`` when joint (self, rgb -> depth, depth -> rgb), one otherwise.
 
     Args:
         q, k, v: (B, H, L, D) after QK-norm, before RoPE.
         pe: (B or 1, 1, L, D/2, 2, 2) rotary tables.
-        joint_linear: the block's ``joint1``/``joint2`` linear (2*hidden -> 2*hidden), used if ``joint``.
+        joint_linear: the block's ``joint1``/``joint2`` linear (2*hidden -> 2*hidden), called if ``joint``.
+        attention: the attention backend (:data:`AttentionFn`).
     Returns:
         (B, L, H*D)
     """
     q, k = apply_rope(q, k, pe)
-    out = _merge_heads(F.scaled_dot_product_attention(q, k, v))
+    out = attention(q, k, v)
     if joint is None:
         return out
     layout = joint.layout
     # rgb queries attend to the depth row's keys/values and vice versa (slices, no copies, in the official layout)
-    cross_rgb = F.scaled_dot_product_attention(layout.rgb(q), layout.depth(k), layout.depth(v))
-    cross_depth = F.scaled_dot_product_attention(layout.depth(q), layout.rgb(k), layout.rgb(v))
-    mixed = _linear(joint_linear, torch.cat([_merge_heads(cross_rgb), _merge_heads(cross_depth)], dim=-1))
+    cross_rgb = attention(layout.rgb(q), layout.depth(k), layout.depth(v))
+    cross_depth = attention(layout.depth(q), layout.rgb(k), layout.rgb(v))
+    mixed = joint_linear(torch.cat([cross_rgb, cross_depth], dim=-1))
     rgb_part, depth_part = mixed.chunk(2, dim=-1)
     weights = joint.row_weights.to(device=out.device, dtype=out.dtype)[:, None, None]
     return out + layout.merge(rgb_part, depth_part) * weights
@@ -236,82 +253,86 @@ def _modulation(mod_lin, lora, vec: Tensor, joint, parts: int) -> list[Tensor]:
     return lora_linear(mod_lin, lora, F.silu(vec), joint)[:, None, :].chunk(parts, dim=-1)
 
 
-def _child(addon, *names):
-    for name in names:
-        if addon is None:
-            return None
-        addon = getattr(addon, name)
-    return addon
-
-
 # ----------------------------------------------------------------------------- blocks
 
 
-def joint_double_block(block, addon, img: Tensor, txt: Tensor, vec: Tensor, pe: Tensor, joint: JointInputs | None = None):
+def joint_double_block(block, addon, img: Tensor, txt: Tensor, vec: Tensor, pe: Tensor, joint: JointInputs | None = None, attention: AttentionFn = sdpa_attention):
     """One double-stream block (BFL ``DoubleStreamBlock``), joint when ``joint`` is given.
 
     Args:
         block: module with the BFL double-block attributes (ours or ComfyUI's).
-        addon: the matching ``JointAddons.double_blocks[i]`` (ignored when ``joint`` is None).
+        addon: the matching :class:`~jointdit_core.addons.DoubleBlockAddons` (``JointAddons.double_blocks[i]``;
+            ignored when ``joint`` is None).
         img: (B, L_img, hidden), txt: (B, L_txt, hidden), vec: (B, hidden), pe: rotary tables for [txt, img].
+        attention: the attention backend for all three attention calls (:data:`AttentionFn`).
     Returns:
         (img, txt) of the same shapes.
     """
     if joint is None:
-        addon = None
+        addon = None  # below, ``addon and addon.x`` is None without addons
+    img_lora, txt_lora = addon and addon.img_attn, addon and addon.txt_attn
     img_shift1, img_scale1, img_gate1, img_shift2, img_scale2, img_gate2 = _modulation(
-        block.img_mod.lin, _child(addon, "img_mod", "lin"), vec, joint, 6
+        block.img_mod.lin, addon and addon.img_mod.lin, vec, joint, 6
     )
     txt_shift1, txt_scale1, txt_gate1, txt_shift2, txt_scale2, txt_gate2 = _modulation(
-        block.txt_mod.lin, _child(addon, "txt_mod", "lin"), vec, joint, 6
+        block.txt_mod.lin, addon and addon.txt_mod.lin, vec, joint, 6
     )
     heads = block.num_heads
 
     img_in = (1 + img_scale1) * block.img_norm1(img) + img_shift1
-    img_q, img_k, img_v = _heads(lora_linear(block.img_attn.qkv, _child(addon, "img_attn", "qkv"), img_in, joint), heads)
+    img_q, img_k, img_v = _heads(lora_linear(block.img_attn.qkv, img_lora and img_lora.qkv, img_in, joint), heads)
     img_q, img_k = block.img_attn.norm(img_q, img_k, img_v)
 
     txt_in = (1 + txt_scale1) * block.txt_norm1(txt) + txt_shift1
-    txt_q, txt_k, txt_v = _heads(lora_linear(block.txt_attn.qkv, _child(addon, "txt_attn", "qkv"), txt_in, joint), heads)
+    txt_q, txt_k, txt_v = _heads(lora_linear(block.txt_attn.qkv, txt_lora and txt_lora.qkv, txt_in, joint), heads)
     txt_q, txt_k = block.txt_attn.norm(txt_q, txt_k, txt_v)
 
     q = torch.cat((txt_q, img_q), dim=2)
     k = torch.cat((txt_k, img_k), dim=2)
     v = torch.cat((txt_v, img_v), dim=2)
-    attn = attention(q, k, v, pe, joint, _child(addon, "joint1"))
+    attn = joint_attention(q, k, v, pe, joint, addon and addon.joint1, attention)
     txt_attn, img_attn = attn[:, : txt.shape[1]], attn[:, txt.shape[1] :]
 
-    img = img + img_gate1 * lora_linear(block.img_attn.proj, _child(addon, "img_attn", "proj"), img_attn, joint)
+    img = img + img_gate1 * lora_linear(block.img_attn.proj, img_lora and img_lora.proj, img_attn, joint)
     img = img + img_gate2 * block.img_mlp((1 + img_scale2) * block.img_norm2(img) + img_shift2)
-    txt = txt + txt_gate1 * lora_linear(block.txt_attn.proj, _child(addon, "txt_attn", "proj"), txt_attn, joint)
+    txt = txt + txt_gate1 * lora_linear(block.txt_attn.proj, txt_lora and txt_lora.proj, txt_attn, joint)
     txt = txt + txt_gate2 * block.txt_mlp((1 + txt_scale2) * block.txt_norm2(txt) + txt_shift2)
     return img, txt
 
 
-def joint_single_block(block, addon, x: Tensor, vec: Tensor, pe: Tensor, joint: JointInputs | None = None) -> Tensor:
-    """One single-stream block (BFL ``SingleStreamBlock``) on x = [txt, img] tokens (B, L, hidden)."""
+def joint_single_block(block, addon, x: Tensor, vec: Tensor, pe: Tensor, joint: JointInputs | None = None, attention: AttentionFn = sdpa_attention) -> Tensor:
+    """One single-stream block (BFL ``SingleStreamBlock``) on x = [txt, img] tokens (B, L, hidden).
+
+    ``addon``: the matching :class:`~jointdit_core.addons.SingleBlockAddons` (ignored when ``joint`` is None);
+    ``attention``: the backend of its three attention calls.
+    """
     if joint is None:
         addon = None
-    shift, scale, gate = _modulation(block.modulation.lin, _child(addon, "modulation", "lin"), vec, joint, 3)
+    shift, scale, gate = _modulation(block.modulation.lin, addon and addon.modulation.lin, vec, joint, 3)
     x_mod = (1 + scale) * block.pre_norm(x) + shift
     qkv, mlp = torch.split(
-        lora_linear(block.linear1, _child(addon, "linear1"), x_mod, joint),
+        lora_linear(block.linear1, addon and addon.linear1, x_mod, joint),
         [3 * block.hidden_size, block.mlp_hidden_dim],
         dim=-1,
     )
     q, k, v = _heads(qkv, block.num_heads)
     q, k = block.norm(q, k, v)
-    attn = attention(q, k, v, pe, joint, _child(addon, "joint2"))
+    attn = joint_attention(q, k, v, pe, joint, addon and addon.joint2, attention)
     return x + gate * block.linear2(torch.cat((attn, block.mlp_act(mlp)), dim=2))
 
 
 def joint_txt_in(txt_in, addon, context: Tensor, joint: JointInputs | None = None) -> Tensor:
-    """Text projection ``txt_in`` with the depth-branch LoRA (r=1024): (B, T, context) -> (B, T, hidden)."""
-    return lora_linear(txt_in, _child(addon, "txt_in") if joint else None, context, joint)
+    """Text projection ``txt_in`` with the depth-branch LoRA (r=1024): (B, T, context) -> (B, T, hidden).
+
+    ``addon``: ``JointAddons.txt_in`` (a :class:`~jointdit_core.addons.LoRA`), ignored when ``joint`` is None.
+    """
+    return lora_linear(txt_in, addon, context, joint)
 
 
 def joint_vector_in(vector_in, addon, y: Tensor, joint: JointInputs | None = None) -> Tensor:
-    """Pooled-text embedder ``vector_in`` (MLPEmbedder) with depth-branch LoRAs on both layers: (B, vec) -> (B, hidden)."""
-    a = _child(addon, "vector_in") if joint else None
-    h = F.silu(lora_linear(vector_in.in_layer, _child(a, "in_layer"), y, joint))
-    return lora_linear(vector_in.out_layer, _child(a, "out_layer"), h, joint)
+    """Pooled-text embedder ``vector_in`` (MLPEmbedder) with depth-branch LoRAs on both layers: (B, vec) -> (B, hidden).
+
+    ``addon``: ``JointAddons.vector_in`` (a :class:`~jointdit_core.addons.VectorInAddons`), ignored when ``joint`` is None.
+    """
+    h = F.silu(lora_linear(vector_in.in_layer, addon and addon.in_layer, y, joint))
+    return lora_linear(vector_in.out_layer, addon and addon.out_layer, h, joint)

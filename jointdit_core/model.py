@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from .addons import JointAddons
 from .config import FluxConfig, LoraRanks
 from .flux import Flux
-from .joint import BranchLayout, JointInputs
+from .joint import AttentionFn, BranchLayout, JointInputs, sdpa_attention
 
 
 class JointDiT(nn.Module):
@@ -44,6 +44,7 @@ class JointDiT(nn.Module):
         guidance: Tensor | None = None,
         asw_strength: float = 1.0,
         layout: BranchLayout | None = None,
+        attention: AttentionFn = sdpa_attention,
     ) -> Tensor:
         """Joint velocity prediction for a batch of rgb/depth row pairs.
 
@@ -53,6 +54,7 @@ class JointDiT(nn.Module):
             img_ids: (2P, L, 3); txt: (2P, T, context); txt_ids: (2P, T, 3); y: (2P, vec).
             timesteps: (2P,) per-row t in [0, 1]; guidance: (2P,) or None.
             asw_strength: adaptive scheduling weights, 1.0 official, 0.0 off.
+            attention: the attention backend of every block (:data:`~jointdit_core.joint.AttentionFn`).
         Returns:
             (2P, L, 64) velocity, row order of the input.
         Raises:
@@ -62,8 +64,8 @@ class JointDiT(nn.Module):
             if img.shape[0] % 2:
                 raise ValueError(f"a joint batch holds rgb/depth pairs: got an odd batch of {img.shape[0]} rows")
             layout = BranchLayout.official(img.shape[0] // 2)
-        joint = JointInputs(self.addons, layout, timesteps, asw_strength)
-        return self.base(img, img_ids, txt, txt_ids, timesteps, y, guidance, joint)
+        joint = JointInputs(layout, timesteps, asw_strength)
+        return self.base(img, img_ids, txt, txt_ids, timesteps, y, guidance, joint, self.addons, attention)
 
     def velocity(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -10,23 +10,7 @@ from tqdm.auto import tqdm
 
 from .latents import check_latent_size, image_ids, pack, unpack
 from .model import JointDiT
-from .sampler import BranchLevels, SamplerStep, branch_schedules, sample, seeded_noise, task_levels
-from .schedules import custom_schedule, flux_shifted_schedule, linear_schedule
-
-
-def make_schedule(schedule: str | Sequence[float], steps: int, token_count: int) -> list[float]:
-    """``"shifted"`` (official FLUX.1-dev, default), ``"linear"``, or an explicit list of sigmas.
-
-    Raises:
-        ValueError: an unknown schedule name or an invalid list (see :func:`custom_schedule`).
-    """
-    if isinstance(schedule, str):
-        if schedule == "shifted":
-            return flux_shifted_schedule(steps, token_count)
-        if schedule == "linear":
-            return linear_schedule(steps)
-        raise ValueError(f"unknown schedule {schedule!r}: use 'shifted', 'linear' or a list of sigmas")
-    return custom_schedule(schedule)
+from .sampler import BranchLevels, SamplerStep, plan_sampling, sample, seeded_noise
 
 
 @torch.no_grad()
@@ -41,7 +25,7 @@ def generate(
     latent_size: tuple[int, int] | None = None,
     seed: int = 0,
     steps: int = 20,
-    schedule: str | Sequence[float] = "shifted",
+    schedule: str = "flux_shifted",
     guidance: float = 3.5,
     asw_strength: float = 1.0,
     levels: tuple[BranchLevels, BranchLevels] | None = None,
@@ -60,7 +44,9 @@ def generate(
         latent_size: (H/8, W/8) when no latent is given (joint generation); must be even.
         seed: the noise of both branches comes from this seed (CPU generator), in every task and for
             any step count.
-        steps: Euler steps (official: 20); schedule: see :func:`make_schedule`.
+        steps: Euler steps (official: 20); schedule: "flux_shifted" (official FLUX.1-dev, default) or
+            "linear" (see :func:`~jointdit_core.sampler.plan_sampling`); "shifted" is an old name of
+            "flux_shifted".
         guidance: FLUX.1-dev distilled guidance (official 3.5).
         asw_strength: adaptive scheduling weights, 1.0 official, 0.0 off.
         levels: custom (rgb, depth) :class:`BranchLevels`, e.g. image-to-image with a partly noised rgb row.
@@ -68,9 +54,9 @@ def generate(
     Returns:
         (rgb latents, depth latents), each (P, 16, H/8, W/8) float32 on the model's device.
     Raises:
-        ValueError: missing latents for the task, mismatched latent sizes or batches, odd latent sizes.
+        ValueError: missing latents for the task, mismatched latent sizes or batches, odd latent sizes,
+            an unknown task or schedule (see :func:`~jointdit_core.sampler.plan_sampling`).
     """
-    rgb_levels, depth_levels = levels if levels is not None else task_levels(task)
     given = [z for z in (rgb_latent, depth_latent) if z is not None]
     if len(given) == 2 and given[0].shape != given[1].shape:
         raise ValueError(f"image latent {tuple(given[0].shape)} and depth latent {tuple(given[1].shape)} differ in size or batch")
@@ -87,9 +73,9 @@ def generate(
     device, dtype = param.device, param.dtype
     txt = txt.to(device, dtype).expand(pairs, -1, -1)
     y = y.to(device, dtype).expand(pairs, -1)
-    tokens = (height // 2) * (width // 2)
-    base = make_schedule(schedule, steps, tokens)
-    rgb_sigmas, depth_sigmas = branch_schedules(base, rgb_levels, depth_levels)
+    schedule = "flux_shifted" if schedule == "shifted" else schedule
+    plan = plan_sampling(task, steps=steps, schedule=schedule, token_count=(height // 2) * (width // 2), levels=levels)
+    plan.check_latents(rgb_latent is not None, depth_latent is not None)
     noise_rgb, noise_depth = (pack(n) for n in seeded_noise(seed, (pairs, channels, height, width), dtype=dtype, device=device))
     clean = [None if z is None else pack(z.to(device, dtype)) for z in (rgb_latent, depth_latent)]
     ids = image_ids(pairs, height, width, device=device, dtype=dtype)
@@ -98,7 +84,7 @@ def generate(
     def velocity(x_rgb, x_depth, t_rgb, t_depth):
         return model.velocity(x_rgb, x_depth, t_rgb, t_depth, ids, txt, y, g, asw_strength=asw_strength)
 
-    bar = tqdm(total=len(base) - 1, desc=f"JointDiT {task if levels is None else 'custom'}", disable=not progress)
+    bar = tqdm(total=plan.steps, desc=f"JointDiT {plan.task}", disable=not progress)
 
     def on_step(step: SamplerStep):
         bar.update(1)
@@ -106,7 +92,7 @@ def generate(
             callback(step)
 
     try:
-        x_rgb, x_depth = sample(velocity, rgb_sigmas, depth_sigmas, noise_rgb, noise_depth, *clean, callback=on_step)
+        x_rgb, x_depth = sample(velocity, plan.rgb_sigmas, plan.depth_sigmas, noise_rgb, noise_depth, *clean, callback=on_step)
     finally:
         bar.close()
     return unpack(x_rgb, height, width).float(), unpack(x_depth, height, width).float()

@@ -164,7 +164,7 @@ class JointVectorIn(torch.nn.Module):
         call = _CALL.get()
         if call is None:
             return joint_vector_in(self, None, y, None)
-        return joint_vector_in(self, call.addons, y, call.joint)
+        return joint_vector_in(self, call.addons.vector_in, y, call.joint)
 
 
 class JointTxtIn:
@@ -178,7 +178,7 @@ class JointTxtIn:
         if args["txt"].shape[1] != c.context.shape[1]:
             raise RuntimeError("another post_input patch changed the text tokens before JointDiT's txt_in LoRA")
         out = dict(args)
-        out["txt"] = joint_txt_in(c.flux.txt_in, c.addons, c.context, c.joint).to(args["txt"].dtype)
+        out["txt"] = joint_txt_in(c.flux.txt_in, c.addons.txt_in, c.context, c.joint).to(args["txt"].dtype)
         return out
 
 
@@ -243,7 +243,7 @@ class JointDiffusionWrapper:
         flux = executor.class_obj
         _check_patches(flux, transformer_options)
         layout = chunk_layout(x.shape[0], run.pairs)
-        call = JointCall(flux, self.addons, JointInputs(self.addons, layout, timestep.float(), run.asw_strength), context)
+        call = JointCall(flux, self.addons, JointInputs(layout, timestep.float(), run.asw_strength), context)
         options = dict(transformer_options)
         options[CALL_KEY] = call
         patches = dict(options.get("patches", {}))

@@ -33,7 +33,8 @@ from safetensors.torch import load_file, save_file
 from jointdit_core.config import FluxConfig
 from jointdit_core.flux import Flux
 from jointdit_core.latents import image_ids, pack, text_ids, unpack
-from jointdit_core.schedules import flux_mu, flux_shifted_schedule
+from jointdit_core.sampler import plan_sampling
+from jointdit_core.schedules import flux_mu
 from jointdit_trainer.timesteps import shifted_logit_normal
 
 from .train_autoencoder import cosine_lr
@@ -88,6 +89,9 @@ def timestep_shift(latent_h: int, latent_w: int) -> float:
 def sample_base(model: Flux, txt: torch.Tensor, y: torch.Tensor, latent_hw: tuple[int, int], seed: int = 0, steps: int = 20) -> torch.Tensor:
     """Text-to-image with the plain base: Euler over the Flux-dev shifted schedule, guidance input 1.0.
 
+    The schedule is the rgb branch of :func:`~jointdit_core.sampler.plan_sampling` for joint generation
+    (the plain base has no depth branch, so the one-branch Euler update is written here).
+
     Args:
         txt: (B, T, ctx); y: (B, vec). latent_hw: (h, w) of the latent.
     Returns:
@@ -99,7 +103,7 @@ def sample_base(model: Flux, txt: torch.Tensor, y: torch.Tensor, latent_hw: tupl
     x = pack(torch.randn(b, model.config.in_channels // 4, h, w, generator=gen))
     ids, tids = image_ids(b, h, w), text_ids(b, txt.shape[1])
     g = torch.full((b,), GUIDANCE)
-    sigmas = flux_shifted_schedule(steps, (h // 2) * (w // 2))
+    sigmas = plan_sampling("joint_generation", steps=steps, token_count=(h // 2) * (w // 2)).rgb_sigmas
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
         v = model(x, ids, txt, tids, torch.full((b,), s), y, g)
         x = x + (s_next - s) * v

@@ -97,3 +97,60 @@ def test_gradients_flow_only_into_addons(golden_model, golden_inputs):
     assert all(p.grad is None for p in model.base.parameters())
     grads = [p.grad for p in model.addons.parameters()]
     assert all(gr is not None for gr in grads) and sum(gr.abs().sum() for gr in grads) > 0
+
+
+def test_every_attention_call_goes_through_the_given_backend(golden_model, golden_inputs):
+    """A spy backend sees 3 attention calls per block in a joint forward (self + both joint directions), 1 in plain Flux."""
+    from collections import Counter
+
+    from jointdit_core.joint import sdpa_attention
+
+    g = golden_inputs
+    base = golden_model.base
+    blocks = {block: f"double{i}" for i, block in enumerate(base.double_blocks)}
+    blocks.update({block: f"single{i}" for i, block in enumerate(base.single_blocks)})
+    current, calls = [None], Counter()
+    hooks = [block.register_forward_pre_hook(lambda module, args: current.__setitem__(0, blocks[module])) for block in blocks]
+
+    def spy(q, k, v):
+        calls[current[0]] += 1
+        return sdpa_attention(q, k, v)
+
+    args = (g["x"], g["img_ids"], g["txt"], g["txt_ids"], torch.tensor([0.7, 0.2]), g["y"], g["guidance"])
+    try:
+        with torch.no_grad():
+            default, spied = golden_model(*args), golden_model(*args, attention=spy)
+            assert calls == Counter({name: 3 for name in blocks.values()}) and len(calls) == len(base.double_blocks) + len(base.single_blocks) > 0
+            calls.clear()
+            plain_default, plain_spied = base(*args), base(*args, attention=spy)
+            assert calls == Counter({name: 1 for name in blocks.values()})
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert torch.equal(spied, default) and torch.equal(plain_spied, plain_default)
+    # and the backend's result is what the blocks use: a different backend changes the output
+    with torch.no_grad():
+        scaled = golden_model(*args, attention=lambda q, k, v: 2 * sdpa_attention(q, k, v))
+    assert (scaled - default).abs().max() > 1e-3
+
+
+def test_addons_are_built_from_the_given_operations_and_cast_to_the_input():
+    from jointdit_core import FluxConfig, JointAddons, LoraRanks
+    from jointdit_core.addons import CastLinear
+
+    built = []
+
+    class Ops:
+        class Linear(CastLinear):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                built.append(self)
+
+    config = FluxConfig(hidden_size=64, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=(16, 24, 24), vec_in_dim=8, context_in_dim=8)
+    addons = JointAddons(config, LoraRanks(4, 4, 4, 4), operations=Ops)
+    linears = [m for m in addons.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == len(built) == 2 * (1 + 2 + 6 + 2) + 2 and all(isinstance(m, Ops.Linear) for m in linears)
+    bf16 = JointAddons(config, LoraRanks(4, 4, 4, 4)).to(torch.bfloat16)
+    torch.nn.init.normal_(bf16.txt_in.lora_B.weight)
+    out = bf16.txt_in(torch.randn(2, 3, 8))  # float32 input, bf16 weights
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 64) and out.abs().max() > 0

@@ -60,7 +60,7 @@ def test_callback_and_custom_levels(golden_model, cond):
 
 def test_pipeline_errors(golden_model, cond):
     txt, y = cond
-    with pytest.raises(ValueError, match="needs a rgb latent"):
+    with pytest.raises(ValueError, match="needs an image latent"):
         generate(golden_model, txt, y, "depth_estimation", latent_size=(8, 6), steps=2, progress=False)
     with pytest.raises(ValueError, match="differ in size"):
         generate(golden_model, txt, y, rgb_latent=_latent(1), depth_latent=torch.zeros(1, 16, 8, 8), steps=2, progress=False)
