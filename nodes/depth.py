@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from comfy_api.latest import io
 
 from .depth_maps import COLORMAPS, colorize, depth_from_comfy, depth_to_vae_pixels, vae_pixels_to_depth
@@ -97,6 +98,15 @@ class DecodeDepth(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, samples, depth_transform, colormap, model=None) -> io.NodeOutput:
+        z = samples["samples"]
+        if z.shape[0] == 0:
+            raise ValueError("DecodeDepth got a depth LATENT with a batch of 0: connect JointSampler's depth output")
+        if not torch.isfinite(z).all():
+            raise ValueError(
+                "the depth LATENT at DecodeDepth's 'samples' contains NaN or Inf values: the sampler's inputs or the model "
+                "in half precision overflowed; JointSampler refuses non-finite inputs, so check the model's weight_dtype "
+                "(UNETLoader 'default' or bf16) and any node between JointSampler and DecodeDepth"
+            )
         depth = vae_pixels_to_depth(vae.decode(samples["samples"]), resolve_transform(depth_transform, model))
         image = depth[..., None].expand(*depth.shape, 3).contiguous()
         return io.NodeOutput(image, depth, colorize(depth, colormap))

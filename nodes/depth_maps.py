@@ -2,17 +2,36 @@
 
 ComfyUI's depth packs and ControlNet preprocessors (Depth Anything V2, MiDaS, Marigold with invert)
 give IMAGE tensors (B, H, W, 3) in [0, 1] with near = bright, i.e. relative disparity: the JointDiT
-training convention (spec section 6). The autoencoder side of ComfyUI's VAE also works on
+training convention of JointDiT (Byung-Ki Kwon et al., ICCV 2025). The autoencoder side of ComfyUI's VAE also works on
 (B, H, W, 3) images in [0, 1]. The formulas are :mod:`jointdit_core.depth`'s.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from jointdit_core.depth import colorize, disparity_to_model_input, model_output_to_disparity, normalize_disparity  # noqa: F401 (colorize re-exported)
 
 COLORMAPS = ("turbo", "gray")  # offered by DecodeDepth; colours from jointdit_core.depth.colorize
+MIN_SIZE = 16  # pixels: the VAE makes 8x8-pixel latent cells and FLUX packs 2x2 cells into one token
+
+
+def check_depth_size(depth: Tensor, what: str = "depth map") -> Tensor:
+    """Refuse an empty batch or a map smaller than :data:`MIN_SIZE` x MIN_SIZE; returns ``depth`` (B, H, W).
+
+    Raises:
+        ValueError: batch 0, or H or W below 16, with the smallest size that works.
+    """
+    batch, height, width = depth.shape
+    if batch == 0 or height == 0 or width == 0:
+        raise ValueError(f"the {what} is empty (shape {tuple(depth.shape)}): connect at least one image")
+    if height < MIN_SIZE or width < MIN_SIZE:
+        raise ValueError(
+            f"the {what} is {width}x{height} pixels; the smallest size that works is {MIN_SIZE}x{MIN_SIZE} "
+            "(use multiples of 16, e.g. ImageScale to 512x512)"
+        )
+    return depth
 
 
 def depth_from_comfy(depth: Tensor) -> Tensor:
@@ -21,14 +40,14 @@ def depth_from_comfy(depth: Tensor) -> Tensor:
     IMAGE: mean of the first three channels (grey depth maps have three equal channels; alpha ignored).
 
     Raises:
-        ValueError: other shapes.
+        ValueError: other shapes, an empty batch or a map smaller than 16x16 (:func:`check_depth_size`).
     """
     if depth.ndim == 2:
-        return depth[None].float()
+        return check_depth_size(depth[None].float())
     if depth.ndim == 3:
-        return depth.float()
+        return check_depth_size(depth.float())
     if depth.ndim == 4 and depth.shape[-1] in (1, 3, 4):
-        return depth[..., :3].float().mean(dim=-1)
+        return check_depth_size(depth[..., :3].float().mean(dim=-1))
     raise ValueError(f"a depth map must be an IMAGE (B, H, W, 3) or a MASK (B, H, W); got shape {tuple(depth.shape)}")
 
 
@@ -55,7 +74,15 @@ def depth_to_vae_pixels(depth: Tensor, near_is_bright: bool = True, normalize: b
 def vae_pixels_to_depth(pixels: Tensor, depth_transform: str = "none") -> Tensor:
     """``VAE.decode`` output (B, H, W, C) in [0, 1] -> depth (B, H, W) in [0, 1], near = 1 (bright).
 
-    Clamp, mean over the three channels, undo the "inverse" transform (spec section 6).
+    Clamp, mean over the three channels, undo the "inverse" transform (the official code's ``1 - d``).
+
+    Raises:
+        ValueError: NaN or Inf in ``pixels`` (a decoder that overflowed), instead of a depth map of NaN.
     """
+    if not torch.isfinite(pixels).all():
+        raise ValueError(
+            "the VAE decoded NaN or Inf values from the depth LATENT: run the VAE in float32 or bfloat16 "
+            "(ComfyUI --fp32-vae / --bf16-vae) and check the sampler's output"
+        )
     x = pixels[..., :3].float().permute(0, 3, 1, 2) * 2 - 1
     return model_output_to_disparity(x, depth_transform)

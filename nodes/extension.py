@@ -10,12 +10,12 @@ register_folder()
 
 from .depth import DecodeDepth, EncodeDepth  # noqa: E402  (the folder must exist before the node schemas list it)
 from .model_patch import LoadJointDiT  # noqa: E402
-from .sampler import JointSampler  # noqa: E402
+from .sampler import JointSampler, JointSamplerAdvanced  # noqa: E402
 
 
 class JointDiTExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [LoadJointDiT, JointSampler, EncodeDepth, DecodeDepth]
+        return [LoadJointDiT, JointSampler, JointSamplerAdvanced, EncodeDepth, DecodeDepth]
 
 
 async def comfy_entrypoint() -> JointDiTExtension:

@@ -15,18 +15,19 @@ velocity is not needed and is set to 0.
 
 from __future__ import annotations
 
+import logging
+
 import comfy.model_management
 import comfy.samplers
 import latent_preview
 import torch
 from comfy_api.latest import io
 
-from jointdit_core.sampler import TASKS, BranchLevels, branch_schedules, sample, seeded_noise, task_levels
-from jointdit_core.schedules import custom_schedule, flux_shifted_schedule, linear_schedule
+from jointdit_core.sampler import SCHEDULES, TASKS, BranchLevels, plan_sampling, sample, seeded_noise
 from .model_patch import RUN_KEY, JointRun, jointdit_info
+from .node_options import advanced, schema_options
 
 TASK_NAMES = list(TASKS) + ["custom"]
-SCHEDULES = ["flux_shifted", "linear"]
 LATENT_CHANNELS = 16
 
 
@@ -139,15 +140,38 @@ def sample_joint(
 
 
 def _latent(latent: dict | None, name: str) -> torch.Tensor | None:
+    """The (B, 16, h, w) samples of the ``name`` LATENT input, or None when it is not connected.
+
+    Raises:
+        ValueError: not a 16-channel FLUX latent (a 4-channel SD latent says so), a batch of 0, an image
+            smaller than 16x16 or not a multiple of 16 pixels, or NaN / Inf values; the message names the input.
+    """
     if latent is None:
         return None
     z = latent["samples"]
     if z.ndim != 4 or z.shape[1] != LATENT_CHANNELS:
-        raise ValueError(f"the {name} LATENT has shape {tuple(z.shape)}; JointDiT needs FLUX latents (B, 16, H/8, W/8) from VAEEncode with ae.safetensors")
+        what = (
+            "a 4-channel Stable Diffusion latent (EmptyLatentImage, or VAEEncode with an SD VAE)"
+            if z.ndim == 4 and z.shape[1] == 4
+            else f"of shape {tuple(z.shape)}"
+        )
+        raise ValueError(
+            f"the {name} LATENT is {what}; JointDiT needs FLUX latents with 16 channels (B, 16, H/8, W/8): "
+            "for joint generation connect EmptySD3LatentImage (width, height, batch_size), for a photo VAEEncode with ae.safetensors"
+        )
+    if z.shape[0] == 0:
+        raise ValueError(f"the {name} LATENT has a batch of 0 (no images): give it at least one image, e.g. batch_size 1")
+    if z.shape[-2] < 2 or z.shape[-1] < 2:
+        raise ValueError(f"the {name} is {z.shape[-1] * 8}x{z.shape[-2] * 8} pixels; the smallest size JointDiT works with is 16x16")
     if z.shape[-2] % 2 or z.shape[-1] % 2:
         raise ValueError(
             f"the {name} is {z.shape[-1] * 8}x{z.shape[-2] * 8} pixels; FLUX needs multiples of 16: resize or crop it "
             "first (e.g. ImageScale to a multiple of 16)"
+        )
+    if not torch.isfinite(z).all():
+        raise ValueError(
+            f"the {name} LATENT contains NaN or Inf values: check the nodes that made it (a broken image file, a VAE run in "
+            "fp16 that overflowed, a math node dividing by 0)"
         )
     return z
 
@@ -171,33 +195,132 @@ def _match_batches(image: torch.Tensor | None, depth: torch.Tensor | None):
     return image, depth
 
 
-def plan_schedules(steps: int, schedule: str, tokens: int, rgb: BranchLevels, depth: BranchLevels, rgb_sigmas=None, depth_sigmas=None):
-    """Per-branch sigma lists: the base schedule mapped onto each branch's levels, or the given SIGMAS.
+NEEDS_EMPTY_LATENT = (
+    "joint generation takes its size and number of pairs from the LATENT at 'image': connect EmptySD3LatentImage "
+    "(width, height, batch_size; a 16-channel empty latent) to JointSampler's 'image' input"
+)
 
-    A SIGMAS input replaces that branch's schedule; the other branch then uses as many steps.
+
+def _sigma_list(sigmas) -> list[float] | None:
+    return None if sigmas is None else torch.as_tensor(sigmas).flatten().tolist()
+
+
+def run_joint_sampler(
+    model, positive, task: str, seed: int, steps: int, image=None, depth=None, *, negative=None, schedule: str = "flux_shifted",
+    cfg: float = 1.0, asw_strength: float = 1.0, levels: tuple[BranchLevels, BranchLevels] | None = None,
+    rgb_sigmas=None, depth_sigmas=None, shape: tuple[int, int, int, int] | None = None,
+) -> io.NodeOutput:
+    """What both sampler nodes do: check the LATENT inputs, plan both branches, sample, return (rgb, depth) LATENTs.
+
+    The size and batch come from the image LATENT (else the depth LATENT, else ``shape``, the
+    (P, 16, h, w) of an old workflow's width/height/batch_size). ``levels`` are the (rgb, depth) levels
+    of task "custom". The plan is :func:`jointdit_core.sampler.plan_sampling`'s.
 
     Raises:
-        ValueError: unknown schedule, invalid SIGMAS, or two SIGMAS of different lengths.
+        ValueError: a LATENT that is not usable (see :func:`_latent`), a latent the task needs but that is
+            not connected, no latent to take the size from, or what the plan and :func:`sample_joint` raise.
     """
-    given_rgb = None if rgb_sigmas is None else custom_schedule(torch.as_tensor(rgb_sigmas).flatten().tolist())
-    given_depth = None if depth_sigmas is None else custom_schedule(torch.as_tensor(depth_sigmas).flatten().tolist())
-    lengths = {len(s) for s in (given_rgb, given_depth) if s is not None}
-    if len(lengths) > 1:
-        raise ValueError(f"the rgb and depth SIGMAS have different lengths {sorted(lengths)}; give the same number of steps")
-    if lengths:
-        steps = lengths.pop() - 1
-    if schedule == "flux_shifted":
-        base = flux_shifted_schedule(steps, tokens)
-    elif schedule == "linear":
-        base = linear_schedule(steps)
-    else:
-        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
-    rgb_s, depth_s = branch_schedules(base, rgb, depth)
-    return given_rgb or rgb_s, given_depth or depth_s
+    image_z, depth_z = _match_batches(_latent(image, "image"), _latent(depth, "depth"))
+    reference = image_z if image_z is not None else depth_z
+    shape = tuple(reference.shape) if reference is not None else shape
+    plan_options = dict(
+        steps=steps, schedule=schedule, levels=levels if task == "custom" else None,
+        rgb_sigmas=_sigma_list(rgb_sigmas), depth_sigmas=_sigma_list(depth_sigmas),
+    )
+    plan = plan_sampling(task, token_count=256 if shape is None else (shape[2] // 2) * (shape[3] // 2), **plan_options)
+    for branch, needs, z, source in (
+        ("rgb", plan.needs_rgb_latent, image_z, "an image LATENT (VAEEncode) to 'image'"),
+        ("depth", plan.needs_depth_latent, depth_z, "a depth LATENT (EncodeDepth) to 'depth'"),
+    ):
+        if needs and z is None:
+            raise ValueError(f"task {task!r} holds the {branch} branch or starts it below pure noise: connect {source}")
+    if shape is None:
+        raise ValueError(NEEDS_EMPTY_LATENT)
+    noise_rgb, noise_depth = seeded_noise(seed, shape)
+    rgb, depth_out = sample_joint(
+        model, positive, plan.rgb_sigmas, plan.depth_sigmas, noise_rgb, noise_depth,
+        image_z if plan.needs_rgb_latent else None, depth_z if plan.needs_depth_latent else None,
+        negative=negative, cfg=cfg, asw_strength=asw_strength, seed=seed,
+        callback=latent_preview.prepare_callback(model, plan.steps),
+    )
+    return io.NodeOutput({"samples": rgb}, {"samples": depth_out})
+
+
+# The inputs JointSampler had before the Advanced variant (pack 0.1): an old API prompt may still carry them.
+OLD_WIDGETS = ("schedule", "cfg", "asw_strength", "width", "height", "batch_size", "rgb_start", "rgb_end", "depth_start", "depth_end")
+OLD_LINKS = ("negative", "rgb_sigmas", "depth_sigmas")
+MIGRATION = (
+    "JointSampler now has model, positive, task, seed, steps, image and depth; size and batch come from an "
+    "EmptySD3LatentImage at 'image', and cfg/negative, schedule, asw_strength, custom levels and SIGMAS are on "
+    "'JointDiT Sampler (Advanced)' (class_type JointSamplerAdvanced): see the README, 'Migrating workflows'"
+)
+
+
+def old_inputs(hidden, linked: dict) -> dict:
+    """Keyword arguments for :func:`run_joint_sampler` from an old JointSampler prompt's extra inputs.
+
+    ``linked``: the undeclared linked inputs ComfyUI passes on (negative, SIGMAS); the undeclared widget
+    values are read from the node's own entry in the API prompt (``hidden.prompt[hidden.unique_id]``).
+    Task-level custom levels were only read by task "custom", which the simple node does not offer.
+
+    Raises:
+        ValueError: an input no JointSampler ever had, or a width/height that is not a multiple of 16.
+    """
+    unknown = sorted(set(linked) - set(OLD_LINKS))
+    if unknown:
+        raise ValueError(f"JointSampler has no input {', '.join(unknown)}. {MIGRATION}")
+    raw = {}
+    if hidden is not None and isinstance(getattr(hidden, "prompt", None), dict):
+        raw = hidden.prompt.get(str(hidden.unique_id), {}).get("inputs", {})
+    values = {k: raw[k] for k in OLD_WIDGETS if k in raw and not isinstance(raw[k], list)}
+    values.update(linked)
+    if not values:
+        return {}
+    logging.warning("JointSampler: running an old workflow's inputs %s; they keep working for now. %s", sorted(values), MIGRATION)
+    out = {k: values[k] for k in ("schedule", "negative", "rgb_sigmas", "depth_sigmas") if k in values}
+    out.update({k: float(values[k]) for k in ("cfg", "asw_strength") if k in values})
+    if "width" in values or "height" in values or "batch_size" in values:
+        width, height = int(values.get("width", 512)), int(values.get("height", 512))
+        if width % 16 or height % 16 or width < 16 or height < 16:
+            raise ValueError(f"width and height must be multiples of 16 (at least 16), got {width}x{height}")
+        out["shape"] = (int(values.get("batch_size", 1)), LATENT_CHANNELS, height // 8, width // 8)
+    return out
+
+
+TASK_TIP = (
+    "joint_generation: an image and its depth map from the prompt (connect EmptySD3LatentImage to 'image' for size and batch). "
+    "depth_estimation: the depth map of the photo at 'image' (VAEEncode). depth_to_image: an image that follows the depth "
+    "map at 'depth' (EncodeDepth)."
+)
+SEED_TIP = "Seed of the starting noise of both branches; the same seed gives the same noise on every device and task."
+SEARCH_ALIASES = ["jointdit", "rgbd", "depth estimation", "monocular depth", "depth to image", "joint rgb depth", "image and depth"]
+
+
+def _common_inputs(tasks: list[str]) -> list:
+    return [
+        io.Model.Input("model", tooltip="MODEL from LoadJointDiT."),
+        io.Conditioning.Input("positive", tooltip="Prompt (official depth estimation uses ' '). Guidance comes from FluxGuidance (default 3.5)."),
+        io.Combo.Input("task", options=tasks, default="joint_generation", tooltip=TASK_TIP),
+        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip=SEED_TIP),
+        io.Int.Input("steps", default=20, min=1, max=1000, tooltip="Euler steps (official 20)."),
+    ]
+
+
+_IMAGE_TIP = (
+    "Image LATENT. joint_generation: an empty latent (EmptySD3LatentImage) giving size and batch; depth_estimation: "
+    "the photo (VAEEncode with ae.safetensors)."
+)
+_DEPTH_TIP = "Depth LATENT (EncodeDepth): needed by depth_to_image."
+_OUTPUTS = [io.Latent.Output("rgb", display_name="rgb"), io.Latent.Output("depth_latent", display_name="depth")]
+_DESCRIPTION = (
+    "Euler sampling of an rgb and a depth branch, each with its own noise level. "
+    "joint_generation: both from noise; depth_estimation: image held clean, depth generated; "
+    "depth_to_image: depth held clean, image generated."
+)
 
 
 class JointSampler(io.ComfyNode):
-    """Sample rgb/depth pairs with JointDiT: joint generation, depth estimation, depth-to-image or custom levels."""
+    """Sample rgb/depth pairs with JointDiT: joint generation, depth estimation or depth-to-image."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -205,60 +328,57 @@ class JointSampler(io.ComfyNode):
             node_id="JointSampler",
             display_name="JointDiT Sampler",
             category="JointDiT",
-            description=(
-                "Euler sampling of an rgb and a depth branch, each with its own noise level. "
-                "joint_generation: both from noise; depth_estimation: image held clean, depth generated; "
-                "depth_to_image: depth held clean, image generated; custom: start/end level per branch."
-            ),
+            description=_DESCRIPTION + " For cfg, schedule, ASW and custom levels use JointDiT Sampler (Advanced).",
             inputs=[
-                io.Model.Input("model", tooltip="MODEL from LoadJointDiT."),
-                io.Conditioning.Input("positive", tooltip="Prompt (official depth estimation uses ' '). Guidance comes from FluxGuidance (default 3.5)."),
-                io.Combo.Input("task", options=TASK_NAMES, default="joint_generation"),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-                io.Int.Input("steps", default=20, min=1, max=1000, tooltip="Euler steps (official 20)."),
-                io.Combo.Input("schedule", options=SCHEDULES, default="flux_shifted", tooltip="flux_shifted: the official FLUX.1-dev schedule (shift by token count)."),
+                *_common_inputs(list(TASKS)),
+                io.Latent.Input("image", optional=True, tooltip=_IMAGE_TIP),
+                io.Latent.Input("depth", optional=True, tooltip=_DEPTH_TIP),
+            ],
+            outputs=_OUTPUTS,
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
+            **schema_options(SEARCH_ALIASES),
+        )
+
+    @classmethod
+    def execute(cls, model, positive, task, seed, steps, image=None, depth=None, **linked) -> io.NodeOutput:
+        return run_joint_sampler(model, positive, task, seed, steps, image, depth, **old_inputs(cls.hidden, linked))
+
+
+class JointSamplerAdvanced(io.ComfyNode):
+    """JointSampler with cfg/negative, schedule, ASW strength, custom start/end levels and SIGMAS inputs."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="JointSamplerAdvanced",
+            display_name="JointDiT Sampler (Advanced)",
+            category="JointDiT",
+            description=_DESCRIPTION + " custom: start/end level per branch (1 = noise, 0 = clean; start == end holds it).",
+            inputs=[
+                *_common_inputs(TASK_NAMES),
+                io.Combo.Input("schedule", options=list(SCHEDULES), default="flux_shifted", tooltip="flux_shifted: the official FLUX.1-dev schedule (shift by token count)."),
                 io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="Classifier-free guidance; 1 = off (official). >1 needs 'negative'."),
                 io.Float.Input("asw_strength", default=1.0, min=0.0, max=4.0, step=0.05, tooltip="Adaptive scheduling weights: 1 official, 0 off (constant 0.5)."),
-                io.Int.Input("width", default=512, min=16, max=8192, step=16, tooltip="joint_generation without latents: image width (multiple of 16)."),
-                io.Int.Input("height", default=512, min=16, max=8192, step=16, tooltip="joint_generation without latents: image height (multiple of 16)."),
-                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="joint_generation without latents: number of pairs."),
-                io.Float.Input("rgb_start", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="custom: rgb branch start level (1 = noise, 0 = clean)."),
-                io.Float.Input("rgb_end", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="custom: rgb branch end level; start == end holds the branch."),
-                io.Float.Input("depth_start", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="custom: depth branch start level."),
-                io.Float.Input("depth_end", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="custom: depth branch end level."),
+                io.Float.Input("rgb_start", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="custom: rgb branch start level (1 = noise, 0 = clean).", **advanced()),
+                io.Float.Input("rgb_end", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="custom: rgb branch end level; start == end holds the branch.", **advanced()),
+                io.Float.Input("depth_start", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="custom: depth branch start level.", **advanced()),
+                io.Float.Input("depth_end", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="custom: depth branch end level.", **advanced()),
                 io.Conditioning.Input("negative", optional=True, tooltip="Only used when cfg > 1."),
-                io.Latent.Input("image", optional=True, tooltip="Image LATENT (VAEEncode): needed by depth_estimation and by a custom rgb start < 1."),
-                io.Latent.Input("depth", optional=True, tooltip="Depth LATENT (EncodeDepth): needed by depth_to_image and by a custom depth start < 1."),
+                io.Latent.Input("image", optional=True, tooltip=_IMAGE_TIP + " custom: needed by an rgb start < 1."),
+                io.Latent.Input("depth", optional=True, tooltip=_DEPTH_TIP + " custom: needed by a depth start < 1."),
                 io.Sigmas.Input("rgb_sigmas", optional=True, tooltip="Overrides the rgb branch schedule (values in [0, 1], non-increasing)."),
                 io.Sigmas.Input("depth_sigmas", optional=True, tooltip="Overrides the depth branch schedule."),
             ],
-            outputs=[io.Latent.Output("rgb", display_name="rgb"), io.Latent.Output("depth_latent", display_name="depth")],
+            outputs=_OUTPUTS,
+            **schema_options(SEARCH_ALIASES + ["jointdit advanced", "custom levels"]),
         )
 
     @classmethod
     def execute(
-        cls, model, positive, task, seed, steps, schedule, cfg, asw_strength, width, height, batch_size,
-        rgb_start, rgb_end, depth_start, depth_end, negative=None, image=None, depth=None, rgb_sigmas=None, depth_sigmas=None,
+        cls, model, positive, task, seed, steps, schedule, cfg, asw_strength, rgb_start, rgb_end, depth_start, depth_end,
+        negative=None, image=None, depth=None, rgb_sigmas=None, depth_sigmas=None,
     ) -> io.NodeOutput:
-        rgb_levels, depth_levels = (
-            (BranchLevels(rgb_start, rgb_end), BranchLevels(depth_start, depth_end)) if task == "custom" else task_levels(task)
+        return run_joint_sampler(
+            model, positive, task, seed, steps, image, depth, negative=negative, schedule=schedule, cfg=cfg, asw_strength=asw_strength,
+            levels=(BranchLevels(rgb_start, rgb_end), BranchLevels(depth_start, depth_end)), rgb_sigmas=rgb_sigmas, depth_sigmas=depth_sigmas,
         )
-        image_z, depth_z = _match_batches(_latent(image, "image"), _latent(depth, "depth map"))
-        reference = image_z if image_z is not None else depth_z
-        if reference is None:
-            if width % 16 or height % 16:
-                raise ValueError(f"width and height must be multiples of 16, got {width}x{height}")
-            shape = (batch_size, LATENT_CHANNELS, height // 8, width // 8)
-        else:
-            shape = tuple(reference.shape)
-        rgb_s, depth_s = plan_schedules(steps, schedule, (shape[2] // 2) * (shape[3] // 2), rgb_levels, depth_levels, rgb_sigmas, depth_sigmas)
-        for name, sig, z, source in (("rgb", rgb_s, image_z, "an image LATENT (VAEEncode)"), ("depth", depth_s, depth_z, "a depth LATENT (EncodeDepth)")):
-            if (sig[0] < 1.0 or len(set(sig)) == 1) and z is None:
-                raise ValueError(f"task {task!r} starts the {name} branch at sigma {sig[0]:g} or holds it: connect {source}")
-        noise_rgb, noise_depth = seeded_noise(seed, shape)
-        rgb, depth_out = sample_joint(
-            model, positive, rgb_s, depth_s, noise_rgb, noise_depth, image_z, depth_z,
-            negative=negative, cfg=cfg, asw_strength=asw_strength, seed=seed,
-            callback=latent_preview.prepare_callback(model, len(rgb_s) - 1),
-        )
-        return io.NodeOutput({"samples": rgb}, {"samples": depth_out})

@@ -314,9 +314,9 @@ def test_sampling_errors_are_clear(pack, golden, tiny):
 
     tensors, meta = golden
     plain, patched, _ = tiny
-    JointSampler = pack.sampler.JointSampler
+    JointSampler = pack.sampler.JointSamplerAdvanced
     pos = conditioning(tensors, meta)
-    kwargs = dict(seed=0, steps=2, schedule="flux_shifted", cfg=1.0, asw_strength=1.0, width=64, height=64, batch_size=1, rgb_start=1.0, rgb_end=0.0, depth_start=1.0, depth_end=0.0)
+    kwargs = dict(seed=0, steps=2, schedule="flux_shifted", cfg=1.0, asw_strength=1.0, rgb_start=1.0, rgb_end=0.0, depth_start=1.0, depth_end=0.0)
     with pytest.raises(ValueError, match="multiples of 16"):
         JointSampler.execute(patched, pos, "depth_estimation", image={"samples": torch.zeros(1, 16, 9, 8)}, **kwargs)
     with pytest.raises(ValueError, match="resize the depth map"):
@@ -326,7 +326,7 @@ def test_sampling_errors_are_clear(pack, golden, tiny):
     with pytest.raises(ValueError, match="connect an image LATENT"):
         JointSampler.execute(patched, pos, "depth_estimation", **kwargs)
     with pytest.raises(ValueError, match="needs a negative"):
-        JointSampler.execute(patched, pos, "joint_generation", **(kwargs | {"cfg": 3.0}))
+        JointSampler.execute(patched, pos, "joint_generation", image={"samples": torch.zeros(1, 16, 8, 8)}, **(kwargs | {"cfg": 3.0}))
     with pytest.raises(ValueError, match="16 channels|FLUX latents"):
         JointSampler.execute(patched, pos, "depth_estimation", image={"samples": torch.zeros(1, 4, 8, 8)}, **kwargs)
     with pytest.raises(ValueError, match="already runs JointDiT"):
@@ -355,8 +355,8 @@ def test_batch_of_one_latent_is_repeated_and_output_shapes(pack, golden, tiny):
     tensors, meta = golden
     _, patched, _ = tiny
     z = torch.randn(1, 16, 8, 8)
-    out = pack.sampler.JointSampler.execute(
-        patched, conditioning(tensors, meta), "custom", seed=5, steps=1, schedule="linear", cfg=1.0, asw_strength=1.0, width=64, height=64, batch_size=1,
+    out = pack.sampler.JointSamplerAdvanced.execute(
+        patched, conditioning(tensors, meta), "custom", seed=5, steps=1, schedule="linear", cfg=1.0, asw_strength=1.0,
         rgb_start=0.0, rgb_end=0.0, depth_start=1.0, depth_end=0.0, image={"samples": z}, depth={"samples": torch.zeros(3, 16, 8, 8)},
     )
     rgb, depth = out.result
@@ -399,15 +399,18 @@ def test_depth_nodes_read_the_addon_depth_transform(pack, golden, tiny):
 
 
 def test_schedules_from_task_levels_and_sigmas_inputs(pack):
-    plan, levels = pack.sampler.plan_schedules, pack.core.sampler.task_levels
-    rgb, depth = plan(4, "flux_shifted", 48, *levels("depth_estimation"))
+    def plan(steps, schedule, tokens, task, **sigmas):  # what JointSampler plans: the core's plan_sampling
+        p = pack.core.sampler.plan_sampling(task, steps=steps, schedule=schedule, token_count=tokens, **sigmas)
+        return list(p.rgb_sigmas), list(p.depth_sigmas)
+
+    rgb, depth = plan(4, "flux_shifted", 48, "depth_estimation")
     assert rgb == [0.0] * 5 and depth == pytest.approx(pack.core.schedules.flux_shifted_schedule(4, 48))
     given = torch.tensor([1.0, 0.7, 0.2, 0.0])  # a SIGMAS input for the depth branch: 3 steps for both branches
-    rgb, depth = plan(20, "linear", 48, *levels("depth_to_image"), depth_sigmas=given)
+    rgb, depth = plan(20, "linear", 48, "depth_to_image", depth_sigmas=given)
     assert depth == pytest.approx(given.tolist()) and rgb == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0])
     with pytest.raises(ValueError, match="different lengths"):
-        plan(4, "linear", 48, *levels("joint_generation"), rgb_sigmas=given, depth_sigmas=given[1:])
+        plan(4, "linear", 48, "joint_generation", rgb_sigmas=given, depth_sigmas=given[1:])
     with pytest.raises(ValueError, match="must not increase"):
-        plan(4, "linear", 48, *levels("joint_generation"), rgb_sigmas=torch.tensor([0.5, 1.0]))
+        plan(4, "linear", 48, "joint_generation", rgb_sigmas=torch.tensor([0.5, 1.0]))
     with pytest.raises(ValueError, match="unknown schedule"):
-        plan(4, "karras", 48, *levels("joint_generation"))
+        plan(4, "karras", 48, "joint_generation")
