@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from comfyui_harness import load_pack
+from comfyui_harness import flux_unet_config, load_pack
 
 TOL = 1e-4
 
@@ -31,23 +31,8 @@ def tiny(pack, golden):
 
     tensors, meta = golden
     c = meta["config"]
-    unet_config = {
-        "image_model": "flux",
-        "in_channels": 16,
-        "out_channels": 16,
-        "patch_size": 2,
-        "vec_in_dim": c["vec_in_dim"],
-        "context_in_dim": c["context_in_dim"],
-        "hidden_size": c["hidden_size"],
-        "mlp_ratio": c["mlp_ratio"],
-        "num_heads": c["num_heads"],
-        "depth": c["depth"],
-        "depth_single_blocks": c["depth_single_blocks"],
-        "axes_dim": c["axes_dim"],
-        "theta": c["theta"],
-        "qkv_bias": c["qkv_bias"],
-        "guidance_embed": c["guidance_embed"],
-    }
+    names = ("vec_in_dim", "context_in_dim", "hidden_size", "mlp_ratio", "num_heads", "depth", "depth_single_blocks", "axes_dim", "theta", "qkv_bias", "guidance_embed")
+    unet_config = flux_unet_config(**{name: c[name] for name in names})
     model_config = comfy.supported_models.Flux(unet_config)
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({}, "")

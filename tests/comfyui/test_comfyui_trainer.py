@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from comfyui_harness import REPO, load_pack
+from comfyui_harness import REPO, flux_unet_config, load_pack
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +46,11 @@ def test_trained_addons_load_through_loadjointdit(pack, tmp_path):
     final = train(load_config(overrides=[f"{k}={json.dumps(v)}" for k, v in values.items()]))
 
     c = TINY_FLUX
-    unet_config = {
-        "image_model": "flux", "in_channels": 16, "out_channels": 16, "patch_size": 2, "vec_in_dim": c.vec_in_dim,
-        "context_in_dim": c.context_in_dim, "hidden_size": c.hidden_size, "mlp_ratio": c.mlp_ratio,
-        "num_heads": c.num_heads, "depth": c.depth, "depth_single_blocks": c.depth_single_blocks,
-        "axes_dim": list(c.axes_dim), "theta": c.theta, "qkv_bias": c.qkv_bias, "guidance_embed": c.guidance_embed,
-    }
+    unet_config = flux_unet_config(
+        vec_in_dim=c.vec_in_dim, context_in_dim=c.context_in_dim, hidden_size=c.hidden_size, mlp_ratio=c.mlp_ratio,
+        num_heads=c.num_heads, depth=c.depth, depth_single_blocks=c.depth_single_blocks,
+        axes_dim=list(c.axes_dim), theta=c.theta, qkv_bias=c.qkv_bias, guidance_embed=c.guidance_embed,
+    )
     model_config = comfy.supported_models.Flux(unet_config)
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({}, "")
