@@ -11,7 +11,7 @@ register_folder()
 from .depth import DecodeDepth, EncodeDepth  # noqa: E402  (the folder must exist before the node schemas list it)
 from .depth_estimation import JointDiTDepthEstimation, JointDiTResize  # noqa: E402
 from .depth_files import LoadDepth, SaveDepth  # noqa: E402
-from .model_patch import LoadJointDiT  # noqa: E402
+from .loader import LoadJointDiT  # noqa: E402
 from .sampler import JointSampler, JointSamplerAdvanced  # noqa: E402
 
 

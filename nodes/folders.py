@@ -34,6 +34,13 @@ def addon_files() -> list[str]:
     return folder_paths.get_filename_list(FOLDER)
 
 
+def addon_folders() -> list[str]:
+    """The folders searched for addon files (``models/jointdit`` and ``extra_model_paths.yaml`` entries)."""
+    import folder_paths
+
+    return list(folder_paths.get_folder_paths(FOLDER))
+
+
 def addon_path(name: str) -> str:
     """Full path of an addon file from the dropdown. Raises FileNotFoundError naming the folders searched."""
     import folder_paths
@@ -41,7 +48,7 @@ def addon_path(name: str) -> str:
     path = folder_paths.get_full_path(FOLDER, name)
     if path is None:
         raise FileNotFoundError(
-            f"JointDiT addon {name!r} not found in {folder_paths.get_folder_paths(FOLDER)}; put "
+            f"JointDiT addon {name!r} not found in {addon_folders()}; put "
             "jointdit_addons.safetensors (and its .json) into models/jointdit"
         )
     return path

@@ -23,7 +23,7 @@ def pack():
 
 
 @pytest.fixture(scope="module")
-def tiny(pack, golden):
+def tiny(pack, golden, addon_checkpoint):
     """(plain ModelPatcher, JointDiT-patched clone, meta) of the golden_tiny model in ComfyUI."""
     import comfy.model_management as mm
     import comfy.model_patcher
@@ -39,14 +39,25 @@ def tiny(pack, golden):
     base = {k[len("base.") :]: v for k, v in tensors.items() if k.startswith("base.")}
     model.load_model_weights(dict(base), "")
     plain = comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
-    addon = {k[len("addon.") :]: v for k, v in tensors.items() if k.startswith("addon.")}
-    _, ranks = comfy_core_ranks(pack, addon)
-    patched = pack.model_patch.apply_jointdit(plain, addon, ranks, "none", "golden_tiny")
+    patched = pack.model_patch.apply_jointdit(plain, addon_checkpoint("none"), "golden_tiny")
     return plain, patched, meta
 
 
-def comfy_core_ranks(pack, addon):
-    return pack.core.checkpoint.infer_addon_config({k: list(v.shape) for k, v in addon.items()})
+@pytest.fixture(scope="module")
+def addon_checkpoint(pack, golden, tmp_path_factory):
+    """``addon_checkpoint(depth_transform)``: the golden addon written as an addon file + sidecar and read back
+    with ``load_addons`` (what LoadJointDiT hands ``apply_jointdit``)."""
+    tensors, _ = golden
+    addon = {k[len("addon.") :]: v for k, v in tensors.items() if k.startswith("addon.")}
+    folder = tmp_path_factory.mktemp("addons")
+
+    def load(depth_transform: str = "none"):
+        path = folder / depth_transform / "golden_tiny.safetensors"
+        if not path.exists():
+            pack.core.checkpoint.save_addons(path, addon, {"depth_transform": depth_transform}, dtype=torch.float32)
+        return pack.core.checkpoint.load_addons(path)
+
+    return load
 
 
 def conditioning(tensors, meta, txt=None, vec=None):
@@ -55,13 +66,17 @@ def conditioning(tensors, meta, txt=None, vec=None):
     return [[txt, {"pooled_output": vec, "guidance": meta["guidance"]}]]
 
 
-def raw_forward(pack, patcher, x, t, tensors, meta, control=None, pairs=1):
-    """The patched ComfyUI diffusion model's raw output (velocity), wrappers and patches as in sampling."""
+def raw_forward(pack, patcher, x, t, tensors, meta, control=None, pairs=1, load=True):
+    """The patched ComfyUI diffusion model's raw output (velocity), wrappers and patches as in sampling.
+
+    ``load=False``: the caller has loaded the model (and its additional models) itself.
+    """
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.sampler_helpers
 
-    mm.load_models_gpu([patcher])  # applies the object patch like any sampler does
+    if load:
+        mm.load_models_gpu([patcher])  # applies the object patch like any sampler does
     options = comfy.model_patcher.create_model_options_clone(patcher.model_options)
     comfy.sampler_helpers.prepare_model_patcher(patcher, {}, options)  # merges the keyed wrappers
     transformer_options = options["transformer_options"]
@@ -221,7 +236,7 @@ def kohya_lora(key: str, out_features: int, in_features: int, rank: int = 4, see
     }
 
 
-def test_lora_before_or_after_load_jointdit_matches_merged_weights(pack, golden, tiny):
+def test_lora_before_or_after_load_jointdit_matches_merged_weights(pack, golden, tiny, addon_checkpoint):
     """LoraLoaderModelOnly's path (comfy.sd.load_lora_for_models) before and after the patch, and in lowvram mode."""
     import comfy.model_management as mm
     import comfy.sd
@@ -232,8 +247,7 @@ def test_lora_before_or_after_load_jointdit_matches_merged_weights(pack, golden,
     lora = kohya_lora("double_blocks.0.img_attn.qkv", 3 * hidden, hidden) | kohya_lora("vector_in.in_layer", hidden, meta["config"]["vec_in_dim"], seed=1)
     after, _ = comfy.sd.load_lora_for_models(patched, None, lora, 0.8, 0)
     before_base, _ = comfy.sd.load_lora_for_models(plain, None, lora, 0.8, 0)
-    addon = {k[len("addon.") :]: v for k, v in tensors.items() if k.startswith("addon.")}
-    before = pack.model_patch.apply_jointdit(before_base, addon, comfy_core_ranks(pack, addon)[1])
+    before = pack.model_patch.apply_jointdit(before_base, addon_checkpoint())
     h, w = meta["latent_hw"]
     x = pack.core.latents.unpack(tensors["case.x"], h, w)
     t = torch.tensor([0.3, 0.8])
@@ -270,7 +284,7 @@ def test_lora_before_or_after_load_jointdit_matches_merged_weights(pack, golden,
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 0.05), (torch.float8_e4m3fn, 0.1)])
-def test_low_precision_weights_follow_the_fp32_result(pack, golden, tiny, dtype, tol):
+def test_low_precision_weights_follow_the_fp32_result(pack, golden, tiny, addon_checkpoint, dtype, tol):
     """bf16 weights, and fp8 weights computed in fp32 (manual cast, as UNETLoader's fp8 options): close to fp32."""
     import comfy.model_management as mm
     import comfy.model_patcher
@@ -283,8 +297,7 @@ def test_low_precision_weights_follow_the_fp32_result(pack, golden, tiny, dtype,
     model = model_config.get_model({}, "")
     model.load_model_weights({k[len("base.") :]: v for k, v in tensors.items() if k.startswith("base.")}, "")
     low = comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
-    addon = {k[len("addon.") :]: v for k, v in tensors.items() if k.startswith("addon.")}
-    low = pack.model_patch.apply_jointdit(low, addon, comfy_core_ranks(pack, addon)[1])
+    low = pack.model_patch.apply_jointdit(low, addon_checkpoint())
     h, w = meta["latent_hw"]
     x = pack.core.latents.unpack(tensors["case.x"], h, w)
     t = torch.tensor([0.7, 0.7])
@@ -315,12 +328,12 @@ def test_sampling_errors_are_clear(pack, golden, tiny):
     with pytest.raises(ValueError, match="16 channels|FLUX latents"):
         JointSampler.execute(patched, pos, "depth_estimation", image={"samples": torch.zeros(1, 4, 8, 8)}, **kwargs)
     with pytest.raises(ValueError, match="already runs JointDiT"):
-        pack.model_patch.apply_jointdit(patched, {}, None)
+        pack.model_patch.apply_jointdit(patched, None)
     foreign = lambda args, extra: extra["original_block"](args)  # noqa: E731  (another node's block replacement)
     before = plain.clone()
     before.set_model_patch_replace(foreign, "dit", "double_block", 0)
     with pytest.raises(ValueError, match="cannot be combined"):
-        pack.model_patch.apply_jointdit(before, {}, None)
+        pack.model_patch.apply_jointdit(before, None)
     after = patched.clone()
     after.set_model_patch_replace(foreign, "dit", "single_block", 1)
     h, w = meta["latent_hw"]
@@ -359,11 +372,10 @@ class IdentityVAE:
         return latent.permute(0, 2, 3, 1).clone()
 
 
-def test_depth_nodes_read_the_addon_depth_transform(pack, golden, tiny):
+def test_depth_nodes_read_the_addon_depth_transform(pack, golden, tiny, addon_checkpoint):
     plain, patched, _ = tiny
     tensors, _ = golden
-    addon = {k[len("addon.") :]: v for k, v in tensors.items() if k.startswith("addon.")}
-    inverse_model = pack.model_patch.apply_jointdit(plain, addon, comfy_core_ranks(pack, addon)[1], "inverse")
+    inverse_model = pack.model_patch.apply_jointdit(plain, addon_checkpoint("inverse"))
     depth = torch.rand(2, 8, 6)
     image = depth[..., None].expand(2, 8, 6, 3)
     vae = IdentityVAE()

@@ -8,6 +8,7 @@ Its velocity must match :class:`jointdit_core.model.JointDiT` loaded from the sa
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 
@@ -57,7 +58,8 @@ def test_trained_addons_load_through_loadjointdit(pack, tmp_path):
     model.load_model_weights(load_file(values["flux_path"]), "")
     plain = comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
     folder_paths.folder_names_and_paths["jointdit"] = ([str(final.parent)], {".safetensors"})
-    patched = pack.model_patch.LoadJointDiT.execute(plain, final.name).result[0]
+    LoadJointDiT = importlib.import_module(f"{pack.pack.__name__}.nodes.loader").LoadJointDiT
+    patched = LoadJointDiT.execute(plain, final.name).result[0]
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 16, 8, 8, generator=g)  # rows: rgb, depth

@@ -1,0 +1,97 @@
+"""LoadJointDiT: FLUX.1-dev MODEL + addon file from ``models/jointdit`` -> MODEL that runs JointDiT.
+
+The node checks the chosen name against its own file list (an unknown or ``../`` name is refused at
+validation, naming the folders searched), and its cache key follows the file: ComfyUI re-runs it
+when the addon file or its sidecar is replaced or edited under the same name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from comfy_api.latest import io
+
+from jointdit_core.checkpoint import find_sidecar, load_addons
+from .folders import addon_files, addon_folders, addon_path
+from .model_patch import apply_jointdit, check_flux, flux_config
+
+log = logging.getLogger("ComfyUI-JointDiT")
+
+
+def unknown_addon_message(name: str) -> str | None:
+    """None if ``name`` is one of the LoadJointDiT dropdown's files, else a message saying where addons are looked for."""
+    files = addon_files()
+    if name in files:
+        return None
+    listed = ", ".join(repr(f) for f in files[:8]) + (f" ... ({len(files)} files)" if len(files) > 8 else "")
+    return (
+        f"JointDiT addon {name!r} is not one of the addon files ({listed or 'none found'}) in the jointdit model "
+        f"folders {addon_folders()}: put jointdit_addons.safetensors (and its .json) into models/jointdit and pick it "
+        "from the list"
+    )
+
+
+def _stat(path) -> tuple | None:
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (str(path), None)
+    return (str(path), st.st_size, st.st_mtime_ns)
+
+
+def addon_fingerprint(name: str) -> tuple:
+    """What LoadJointDiT's output depends on besides its inputs: (path, size, mtime_ns) of the addon file and
+    of the sidecar it would read (None if it has none); ``name`` alone for a name that is not in the list."""
+    if unknown_addon_message(name) is not None:
+        return (name,)
+    path = Path(addon_path(name))
+    return (_stat(path), _stat(find_sidecar(path)))
+
+
+class LoadJointDiT(io.ComfyNode):
+    """MODEL (FLUX.1-dev) + JointDiT addon file -> MODEL that runs JointDiT (input MODEL unchanged)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LoadJointDiT",
+            display_name="Load JointDiT",
+            category="JointDiT",
+            description=(
+                "Adds the JointDiT addons (depth-branch LoRAs and joint attention layers) to a FLUX.1-dev MODEL. "
+                "Sample the result with JointSampler."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="FLUX.1-dev from UNETLoader (flux1-dev.safetensors) or a Flux checkpoint loader."),
+                io.Combo.Input(
+                    "addon_name",
+                    options=addon_files(),
+                    tooltip="JointDiT addon file in models/jointdit (official: jointdit_addons.safetensors + .json).",
+                ),
+            ],
+            outputs=[io.Model.Output(tooltip="The FLUX.1 model running JointDiT.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, addon_name: str) -> bool | str:
+        """True, or the message for an addon name that is not in the node's list (checked before the run)."""
+        return unknown_addon_message(addon_name) or True
+
+    @classmethod
+    def fingerprint_inputs(cls, addon_name: str, **kwargs) -> tuple:
+        """Changes when the addon file or its sidecar changes (ComfyUI then re-runs the node): see :func:`addon_fingerprint`."""
+        return addon_fingerprint(addon_name)
+
+    @classmethod
+    def execute(cls, model, addon_name: str) -> io.NodeOutput:
+        message = unknown_addon_message(addon_name)
+        if message is not None:
+            raise ValueError(message)
+        dm = check_flux(model)
+        checkpoint = load_addons(addon_path(addon_name), flux_config(dm))
+        log.info("JointDiT: %s (depth_transform=%s)", addon_name, checkpoint.depth_transform)
+        return io.NodeOutput(apply_jointdit(model, checkpoint, addon_name))
