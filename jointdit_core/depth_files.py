@@ -54,7 +54,7 @@ class DepthFile:
 def _as_map(depth) -> np.ndarray:
     """(H, W), (1, H, W), (H, W, 1) or (H, W, 3 equal-ish channels: mean) array/tensor -> (H, W) float32."""
     arr = depth.detach().cpu().numpy() if hasattr(depth, "detach") else np.asarray(depth)
-    arr = _grey(arr[0] if arr.ndim == 3 and arr.shape[0] == 1 else arr)
+    arr = grey_map(arr[0] if arr.ndim == 3 and arr.shape[0] == 1 else arr)
     if arr.ndim != 2:
         raise ValueError(f"a depth map to save must be (H, W) (or (H, W, 1/3)), got shape {arr.shape}")
     if arr.size == 0:
@@ -62,10 +62,14 @@ def _as_map(depth) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def _grey(arr: np.ndarray) -> np.ndarray:
-    """(H, W, 1/3/4) -> (H, W) float32 (mean of the colour channels, alpha ignored); other shapes unchanged."""
+def grey_map(arr: np.ndarray) -> np.ndarray:
+    """(H, W, 1/3/4) -> (H, W) float32 (mean of the colour channels, alpha ignored; grey maps with equal
+    channels give their first channel exactly, no float rounding of the mean); other shapes unchanged."""
     if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4):
-        return arr[..., : min(3, arr.shape[-1])].astype(np.float32).mean(axis=-1)
+        colours = arr[..., : min(3, arr.shape[-1])]
+        if (colours == colours[..., :1]).all():
+            return colours[..., 0].astype(np.float32)
+        return colours.astype(np.float32).mean(axis=-1)
     return arr
 
 
@@ -164,7 +168,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
     except (tifffile.TiffFileError, ValueError) as e:
         raise ValueError(f"{path.name} is not a readable TIFF file ({e})") from e
     kind = arr.dtype
-    arr = _grey(arr)
+    arr = grey_map(arr)
     if np.issubdtype(kind, np.integer):
         return arr.astype(np.float32) / float(np.iinfo(kind).max), f"{np.iinfo(kind).bits}-bit TIFF"
     return np.asarray(arr, np.float32), f"{kind} TIFF"
@@ -178,7 +182,7 @@ def _read_npy(path: Path) -> tuple[np.ndarray, str]:
     if not isinstance(arr, np.ndarray) or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise ValueError(f"{path.name}: a depth .npy must hold a numeric array, got {getattr(arr, 'dtype', type(arr))}")
     kind = arr.dtype
-    return _grey(arr[0] if arr.ndim == 3 and arr.shape[0] == 1 else arr).astype(np.float32), f"{kind} .npy"
+    return grey_map(arr[0] if arr.ndim == 3 and arr.shape[0] == 1 else arr).astype(np.float32), f"{kind} .npy"
 
 
 def read_depth(path: str | Path) -> DepthFile:

@@ -94,10 +94,19 @@ def align_members(members: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return aligned.reshape(members.shape).float(), scale / span, shift - scale * lo / span
 
 
+def _median(x: Tensor) -> Tensor:
+    """Median over dim 0, the mean of the two middle values for an even count (any tensor size, unlike torch.quantile)."""
+    ordered = x.sort(dim=0).values
+    n = x.shape[0]
+    return 0.5 * (ordered[(n - 1) // 2] + ordered[n // 2])
+
+
 def reduce_members(aligned: Tensor, reduction: str = "median") -> tuple[Tensor, Tensor]:
     """Pixel-wise reduction of aligned members (N, H, W) -> (value (H, W), spread (H, W)), both float32.
 
-    "median": the lower median (``torch.median``) and the median absolute deviation from it;
+    "median": the median (for an even N the mean of the two middle values; Marigold's ``torch.median``
+    takes the lower one, which for N = 2 makes the deviation always 0) and the median absolute deviation
+    from it;
     "mean": the mean and the standard deviation (Bessel-corrected, as ``torch.std``; 0 for N = 1).
 
     Raises:
@@ -106,8 +115,8 @@ def reduce_members(aligned: Tensor, reduction: str = "median") -> tuple[Tensor, 
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown ensemble reduction {reduction!r}; choose one of {REDUCTIONS}")
     if reduction == "median":
-        value = aligned.median(dim=0).values
-        spread = (aligned - value).abs().median(dim=0).values
+        value = _median(aligned)
+        spread = _median((aligned - value).abs())
     else:
         value = aligned.mean(dim=0)
         spread = aligned.std(dim=0) if aligned.shape[0] > 1 else torch.zeros_like(value)

@@ -47,6 +47,7 @@ def official_conditioning(positive, clip):
     return clip.encode_from_tokens_scheduled(clip.tokenize(DEPTH_ESTIMATION_PROMPT))
 
 
+@torch.no_grad()
 def estimate_depth(model, vae, positive, image: torch.Tensor, processing_resolution: int, ensemble_size: int, seed: int, steps: int, reduction: str):
     """Depth of a batch of photos (B, H, W, C) in [0, 1] -> (disparity (B, H, W) in [0, 1] near = 1, uncertainty (B, H, W)).
 

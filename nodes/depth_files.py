@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 
 import folder_paths
+import numpy as np
 import torch
 from comfy_api.latest import io, ui
 
-from jointdit_core.depth_files import FORMATS, READ_SUFFIXES, read_depth, write_depth
+from jointdit_core.depth_files import FORMATS, READ_SUFFIXES, grey_map, read_depth, write_depth
 from jointdit_core.depth import normalize_disparity
 from .depth_maps import depth_from_comfy
 from .node_options import schema_options
@@ -41,7 +42,9 @@ class SaveDepth(io.ComfyNode):
 
     @classmethod
     def execute(cls, depth, filename_prefix, format) -> io.NodeOutput:
-        maps = depth_from_comfy(depth)
+        maps = depth_from_comfy(depth) if depth.ndim != 4 else torch.from_numpy(np.stack([grey_map(one) for one in depth.float().cpu().numpy()]))
+        if maps.ndim != 3:
+            raise ValueError(f"Save Depth needs an IMAGE (B, H, W, 3) or MASK (B, H, W), got shape {tuple(depth.shape)}")
         height, width = maps.shape[-2:]
         folder, filename, counter, _subfolder, _ = folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory(), width, height)
         for batch_number, one in enumerate(maps):

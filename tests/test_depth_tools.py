@@ -123,6 +123,8 @@ def test_reduce_members_median_and_mean():
     assert value.item() == 1.0 and spread.item() == 1.0  # |0-1|, |1-1|, |5-1| -> median 1
     value, spread = reduce_members(a, "mean")
     assert value.item() == 2.0 and spread.item() == pytest.approx(float(torch.tensor([0.0, 1.0, 5.0]).std()))
+    value, spread = reduce_members(a[:2], "median")  # even N: midpoint, deviation half the gap (not 0)
+    assert value.item() == 0.5 and spread.item() == 0.5
     with pytest.raises(ValueError, match="reduction"):
         reduce_members(a, "max")
 
