@@ -71,6 +71,17 @@ WORKFLOWS = {
         "12": _node("SaveImage", "Save depth", images=["11", 0], filename_prefix="JointDiT/depth"),
         "13": _node("PreviewImage", "Depth (colour)", images=["11", 2]),
     },
+    "depth_estimation_any_size": {  # the one-node depth estimation (any photo size, ensemble, uncertainty, 16-bit file)
+        **{k: v for k, v in _common(" ").items() if k in ("1", "2", "3", "6")},
+        "7": _node("LoadImage", "Photo (any size)", image="example.png"),
+        "8": _node(
+            "JointDiTDepthEstimation", "JointDiT Depth Estimation", model=["2", 0], vae=["6", 0], image=["7", 0], processing_resolution=512,
+            ensemble_size=4, seed=42, steps=20, reduction="median", colormap="turbo", clip=["3", 0],
+        ),
+        "9": _node("JointDiTSaveDepth", "Save depth (16-bit PNG)", depth=["8", 0], filename_prefix="JointDiT/depth16", format="png16"),
+        "10": _node("PreviewImage", "Depth (colour)", images=["8", 2]),
+        "11": _node("PreviewImage", "Uncertainty", images=["8", 4]),
+    },
     "depth_to_image": {
         **_common("a sunlit living room with wooden floor and large plants"),
         "7": _node("LoadImage", "Depth map (near = bright)", image="example.png"),
