@@ -238,3 +238,28 @@ def test_bad_depth_files_get_clear_errors(tmp_path):
         write_depth(tmp_path / "x", _ramp(), "jpeg")
     with pytest.raises(FileNotFoundError):
         read_depth(tmp_path / "missing.png")
+
+
+# ---- rgbd_world.evaluate_ensemble scoring ------------------------------------------------------------
+
+
+def test_ensemble_scoring_on_synthetic_scenes_uncertainty_tracks_error():
+    from rgbd_world.evaluate_ensemble import score_ensemble
+
+    g = np.random.default_rng(0)
+    depths, members = [], []
+    for _ in range(3):
+        depth = g.uniform(2.0, 20.0, size=(16, 16))
+        truth = 1.0 / depth
+        noisy = np.zeros((6, 16, 16))
+        for k in range(6):
+            noise = g.normal(0, 0.002, size=(16, 16))
+            noise[:, :8] *= 40  # the left half is where members disagree (and the ensemble errs)
+            noisy[k] = (k + 1) * (truth + noise) + k
+        depths.append(depth)
+        members.append(noisy)
+    members = np.stack(members, axis=1).astype(np.float32)  # (N, S, H, W)
+    one, six = score_ensemble(members[:1], depths, "median"), score_ensemble(members, depths, "median")
+    assert six["abs_rel"] < one["abs_rel"]
+    assert six["uncertainty_error_corr_mean"] > 0.3 and six["uncertainty_error_corr_pooled"] > 0.3
+    assert "uncertainty_error_corr_mean" not in one
