@@ -1,7 +1,7 @@
 """The JointDiT addon weights: depth-branch LoRAs and joint layers, in the official key layout.
 
 ``JointAddons(config).state_dict()`` has exactly the names and shapes of the official addon file
-(``jointdit_addons.safetensors`` of the official code, kaist-ami/JointDiT), e.g.
+(``jointdit_addons.safetensors`` of the official release, kaist-ami/JointDiT; docs/method.md §3, §4, §8), e.g.
 ``double_blocks.0.img_attn.qkv.lora_A.weight`` (r, hidden), ``double_blocks.0.joint1.weight``
 (2*hidden, 2*hidden), ``txt_in.lora_B.weight`` (hidden, 1024).
 

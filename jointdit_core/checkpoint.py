@@ -8,7 +8,9 @@ Nothing here unpickles: a file that is not safetensors is refused.
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -23,7 +25,9 @@ from safetensors.torch import load_file, save_file
 from .addons import JointAddons
 from .autoencoder import AutoEncoder
 from .config import AutoEncoderConfig, FluxConfig, LoraRanks
+from .depth import DEPTH_TRANSFORMS
 
+# The sidecar flags of the official release and their defaults (docs/method.md §8).
 OFFICIAL_SIDECAR = {"is_txt_ids_training": False, "is_attnmask_training": False, "depth_transform": "none"}
 SIDECAR_FALLBACK_NAMES = ("jointdit_addons.json", "jointdit.json")
 ADDON_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -36,6 +40,9 @@ class AddonFileError(ValueError):
 
 class WeightFileError(ValueError):
     """A base-model or autoencoder file that cannot be used."""
+
+
+log = logging.getLogger(__name__)
 
 
 def read_safetensors_shapes(path: str | os.PathLike) -> dict[str, tuple[list[int], str]]:
@@ -213,28 +220,60 @@ def find_sidecar(path: Path) -> Path | None:
     return None
 
 
+def check_sidecar(data: Mapping, source: str) -> dict:
+    """Sidecar flags checked and completed with the official defaults.
+
+    Unknown keys have no effect; a warning (logging) names them, the closest known key and ``source``.
+
+    Args:
+        data: the sidecar's JSON object.
+        source: the sidecar file, named in every message.
+    Returns:
+        a new dict: :data:`OFFICIAL_SIDECAR` updated with ``data``.
+    Raises:
+        AddonFileError: a known key with a value of the wrong JSON type (e.g. the string "false" for a
+            boolean), or a depth_transform that is not one of :data:`~jointdit_core.depth.DEPTH_TRANSFORMS`.
+    """
+    unknown = []
+    for key in data:
+        if key not in OFFICIAL_SIDECAR:
+            close = difflib.get_close_matches(key, OFFICIAL_SIDECAR, n=1)
+            unknown.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    if unknown:
+        log.warning("sidecar %s: unknown keys %s have no effect; the known keys are %s", source, ", ".join(unknown), ", ".join(OFFICIAL_SIDECAR))
+    for key, default in OFFICIAL_SIDECAR.items():
+        if key in data and type(data[key]) is not type(default):
+            expected = "a boolean (true or false, without quotes)" if isinstance(default, bool) else "a string"
+            raise AddonFileError(f"sidecar {source}: {key} is {json.dumps(data[key], default=repr)}, which is not {expected}; fix that line of the file")
+    flags = {**OFFICIAL_SIDECAR, **data}
+    if flags["depth_transform"] not in DEPTH_TRANSFORMS:
+        raise AddonFileError(
+            f"sidecar {source}: depth_transform is {json.dumps(flags['depth_transform'], default=repr)}; it must be one of "
+            + " or ".join(json.dumps(t) for t in DEPTH_TRANSFORMS)
+        )
+    return flags
+
+
 def read_sidecar(path: Path | None) -> dict:
-    """Sidecar flags with official defaults filled in.
+    """Sidecar flags of an addon file with the official defaults filled in (defaults only when ``path`` is None).
 
     Raises:
-        AddonFileError: invalid JSON, an unknown depth_transform, or flags this implementation cannot honour.
+        AddonFileError: invalid JSON, not a JSON object, wrong types or values (see :func:`check_sidecar`), or
+            flags this implementation cannot honour; every message names the file.
     """
-    flags = dict(OFFICIAL_SIDECAR)
     if path is None:
-        return flags
+        return dict(OFFICIAL_SIDECAR)
     try:
         data = json.loads(Path(path).read_text())
     except ValueError as exc:
-        raise AddonFileError(f"sidecar {Path(path).name} is not valid JSON: {exc}") from exc
+        raise AddonFileError(f"sidecar {path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise AddonFileError(f"sidecar {Path(path).name} must hold a JSON object")
-    flags.update(data)
-    if flags["depth_transform"] not in ("none", "inverse"):
-        raise AddonFileError(f"sidecar depth_transform must be 'none' or 'inverse', got {flags['depth_transform']!r}")
+        raise AddonFileError(f"sidecar {path} must hold a JSON object, e.g. {json.dumps(OFFICIAL_SIDECAR)}")
+    flags = check_sidecar(data, str(path))
     for flag in ("is_txt_ids_training", "is_attnmask_training"):
         if flags[flag]:
             raise AddonFileError(
-                f"sidecar says {flag}=true: this addon was trained with T5 text ids / attention masks, which the "
+                f"sidecar {path} says {flag}=true: this addon was trained with T5 text ids / attention masks, which the "
                 "official release (and this implementation) does not use"
             )
     return flags
@@ -313,11 +352,13 @@ def save_addons(
     Args:
         path: target ``.safetensors`` path.
         addons: a :class:`JointAddons` or its state dict (official key names).
-        sidecar: flags; official defaults fill what is missing.
+        sidecar: flags; official defaults fill what is missing (checked by :func:`check_sidecar`).
         dtype: stored dtype (official: bfloat16).
         config: base config recorded in the file's metadata (taken from ``addons.config`` if present).
     Returns:
         the path written.
+    Raises:
+        AddonFileError: sidecar flags of the wrong type or value (nothing is written).
     """
     path = Path(path)
     state = addons.state_dict() if isinstance(addons, torch.nn.Module) else dict(addons)
@@ -326,7 +367,7 @@ def save_addons(
     metadata = {"format": "pt", "producer": "ComfyUI-JointDiT"}
     if config is not None:
         metadata["flux_config"] = json.dumps(config.to_dict())
-    flags = {**OFFICIAL_SIDECAR, **(sidecar or {})}
+    flags = check_sidecar(sidecar or {}, str(path.with_suffix(".json")))
     _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(flags, indent=4) + "\n"))
     return path

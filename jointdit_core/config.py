@@ -1,6 +1,6 @@
 """Model configurations: the Flux transformer, the JointDiT LoRA ranks and the Flux autoencoder.
 
-Defaults are FLUX.1-dev and the official JointDiT release (spec sections 1 and 3).
+Defaults are FLUX.1-dev and the official JointDiT release (kaist-ami/JointDiT; docs/method.md §1, §3).
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class FluxConfig:
 
 @dataclass(frozen=True)
 class LoraRanks:
-    """Depth-branch LoRA ranks of the official release (spec section 3); alpha = rank / 2 (scale 0.5)."""
+    """Depth-branch LoRA ranks of the official release (method §3); alpha = rank / 2 (scale 0.5)."""
 
     txt_in: int = 1024
     vector_in_in_layer: int = 512

@@ -1,4 +1,4 @@
-"""Depth conventions of JointDiT (spec section 6).
+"""Depth conventions of JointDiT, as the official release prepares and decodes depth (docs/method.md §6).
 
 The depth branch sees relative *disparity* (near = large), min-max normalised per image to [0, 1],
 optionally inverted (checkpoint ``depth_transform == "inverse"``: near = dark), replicated to 3 channels
@@ -96,15 +96,20 @@ def colorize(depth01: Tensor, colormap: str = "turbo") -> Tensor:
     """Depth/disparity values (...) in [0, 1] (clamped) -> colours (..., 3) in [0, 1], in the input's float dtype.
 
     "turbo" and "viridis" go from far (0: dark blue / dark purple) to near (1: dark red / yellow); "gray"
-    repeats the value. Raises ValueError for another colormap name.
+    repeats the value. Non-finite values never fail: NaN is black (0, 0, 0) in every colormap, +Inf and
+    -Inf are clamped like other out-of-range values (1 and 0). Raises ValueError for another colormap name.
     """
-    d = depth01.clamp(0, 1) if depth01.is_floating_point() else depth01.float().clamp(0, 1)
+    d = depth01 if depth01.is_floating_point() else depth01.float()
+    missing = torch.isnan(d)[..., None]
+    d = d.nan_to_num(0.0).clamp(0, 1)
     if colormap == "gray":
-        return d[..., None].expand(*d.shape, 3).contiguous()
-    if colormap not in _COLOR_TABLES:
+        colours = d[..., None].expand(*d.shape, 3)
+    elif colormap in _COLOR_TABLES:
+        table = torch.tensor(_COLOR_TABLES[colormap], dtype=d.dtype, device=d.device)
+        pos = d * (len(table) - 1)
+        lo = pos.floor().long().clamp(max=len(table) - 2)
+        frac = (pos - lo)[..., None]
+        colours = table[lo] * (1 - frac) + table[lo + 1] * frac
+    else:
         raise ValueError(f"unknown colormap {colormap!r}; choose one of {COLORMAPS}")
-    table = torch.tensor(_COLOR_TABLES[colormap], dtype=d.dtype, device=d.device)
-    pos = d * (len(table) - 1)
-    lo = pos.floor().long().clamp(max=len(table) - 2)
-    frac = (pos - lo)[..., None]
-    return table[lo] * (1 - frac) + table[lo + 1] * frac
+    return colours.masked_fill(missing, 0.0)

@@ -96,8 +96,7 @@ class DoubleStreamBlock(nn.Module):
     def __init__(self, config: FluxConfig):
         super().__init__()
         h = config.hidden_size
-        self.num_heads = config.num_heads
-        self.hidden_size = h
+        self.num_heads, self.hidden_size = config.num_heads, h
         for stream in ("img", "txt"):
             setattr(self, f"{stream}_mod", Modulation(h, double=True))
             setattr(self, f"{stream}_norm1", nn.LayerNorm(h, elementwise_affine=False, eps=1e-6))
@@ -113,9 +112,7 @@ class SingleStreamBlock(nn.Module):
     def __init__(self, config: FluxConfig):
         super().__init__()
         h = config.hidden_size
-        self.num_heads = config.num_heads
-        self.hidden_size = h
-        self.mlp_hidden_dim = config.mlp_hidden_dim
+        self.num_heads, self.hidden_size, self.mlp_hidden_dim = config.num_heads, h, config.mlp_hidden_dim
         self.linear1 = nn.Linear(h, 3 * h + self.mlp_hidden_dim)
         self.linear2 = nn.Linear(h + self.mlp_hidden_dim, h)
         self.norm = QKNorm(config.head_dim)
@@ -171,17 +168,8 @@ class Flux(nn.Module):
         return fn(*args)
 
     def forward(
-        self,
-        img: Tensor,
-        img_ids: Tensor,
-        txt: Tensor,
-        txt_ids: Tensor,
-        timesteps: Tensor,
-        y: Tensor,
-        guidance: Tensor | None = None,
-        joint: JointInputs | None = None,
-        addons=None,
-        attention: AttentionFn = sdpa_attention,
+        self, img: Tensor, img_ids: Tensor, txt: Tensor, txt_ids: Tensor, timesteps: Tensor, y: Tensor, guidance: Tensor | None = None,
+        joint: JointInputs | None = None, addons=None, attention: AttentionFn = sdpa_attention,
     ) -> Tensor:
         """Velocity prediction.
 

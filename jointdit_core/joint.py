@@ -7,7 +7,7 @@ structure (attributes ``img_mod.lin``, ``img_norm1``, ``img_attn.qkv``, ``img_at
 Flux module and the trainer. Without a :class:`JointInputs` they compute plain Flux.
 
 With one, they add what JointDiT adds (the paper, JointDiT by Byung-Ki Kwon et al., ICCV 2025, and the
-official code, kaist-ami/JointDiT):
+official code, kaist-ami/JointDiT; summarised in docs/method.md §3 and §4):
 
 * depth-branch LoRA: depth rows run ``W x + b + 0.5 * B(A x)``, rgb rows run ``W x + b``;
 * the joint connection: after QK-norm and RoPE, each row also attends to its partner row's keys and
@@ -106,7 +106,7 @@ class BranchLayout:
 
 
 def adaptive_weights(t_self: Tensor, t_other: Tensor, strength: float = 1.0) -> Tensor:
-    """Adaptive scheduling weight of each row's joint-connection output (the paper's ASW, official code).
+    """Adaptive scheduling weight of each row's joint-connection output (the paper's ASW; method §4).
 
     ``sigmoid(3 * strength * (t_self / (t_self + t_other) - 0.5))``. The official formula is 0/0 when
     both timesteps are 0; there the ratio is defined as 0.5 (the limit along t_self = t_other), giving
@@ -187,7 +187,7 @@ def add_lora(out: Tensor, lora, x: Tensor, joint: JointInputs | None) -> Tensor:
 
 
 def lora_linear(linear, lora, x: Tensor, joint: JointInputs | None) -> Tensor:
-    """``linear(x)`` for every row plus the depth-branch LoRA update on depth rows (the paper's depth-branch LoRA)."""
+    """``linear(x)`` for every row plus the depth-branch LoRA update on depth rows (method §3)."""
     return add_lora(linear(x), lora, x, joint)
 
 

@@ -37,5 +37,5 @@ def image_ids(batch: int, height: int, width: int, device=None, dtype=torch.floa
 
 
 def text_ids(batch: int, tokens: int, device=None, dtype=torch.float32) -> Tensor:
-    """Text position ids: all zero, as the official release trains and samples (spec section 1)."""
+    """Text position ids: all zero, as the official release trains and samples (method §1)."""
     return torch.zeros(batch, tokens, 3, device=device, dtype=dtype)

@@ -34,17 +34,8 @@ class JointDiT(nn.Module):
         self.base.set_gradient_checkpointing(enabled)
 
     def forward(
-        self,
-        img: Tensor,
-        img_ids: Tensor,
-        txt: Tensor,
-        txt_ids: Tensor,
-        timesteps: Tensor,
-        y: Tensor,
-        guidance: Tensor | None = None,
-        asw_strength: float = 1.0,
-        layout: BranchLayout | None = None,
-        attention: AttentionFn = sdpa_attention,
+        self, img: Tensor, img_ids: Tensor, txt: Tensor, txt_ids: Tensor, timesteps: Tensor, y: Tensor, guidance: Tensor | None = None,
+        asw_strength: float = 1.0, layout: BranchLayout | None = None, attention: AttentionFn = sdpa_attention,
     ) -> Tensor:
         """Joint velocity prediction for a batch of rgb/depth row pairs.
 

@@ -3,7 +3,7 @@
 The three JointDiT tasks of the paper (JointDiT, Byung-Ki Kwon et al., ICCV 2025) are presets of one
 general form: each branch starts at its own noise level and ends at its own level. A branch whose
 schedule is constant is *held*: before every step it is reset to ``(1 - s) * clean + s * noise``
-(s = 0: the clean condition), as the official conditional loop does (kaist-ami/JointDiT).
+(s = 0: the clean condition), as the official conditional loop does (kaist-ami/JointDiT; docs/method.md §5).
 
 :func:`plan_sampling` plans both branches once (task or levels, steps, schedule, token count, optional
 SIGMAS) into a :class:`SamplingPlan`; :func:`sample` runs the Euler loop on any two schedules.
@@ -227,7 +227,7 @@ def sample(
     clean_depth: Tensor | None = None,
     callback: Callable[[SamplerStep], None] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Euler steps ``x <- x + (s_next - s) * v`` per branch (rectified flow, as the official sampler).
+    """Euler steps ``x <- x + (s_next - s) * v`` per branch (rectified flow, as the official sampler; method §5).
 
     Args:
         velocity_fn: ``(x_rgb, x_depth, sigma_rgb (P,), sigma_depth (P,)) -> (v_rgb, v_depth)``.

@@ -29,7 +29,7 @@ def linear_schedule(steps: int) -> list[float]:
 
 
 def flux_shifted_schedule(steps: int, token_count: int) -> list[float]:
-    """The official FLUX.1-dev schedule (spec section 5, BFL ``get_schedule(shift=True)``).
+    """The official FLUX.1-dev schedule (BFL ``get_schedule(shift=True)``, used by the official JointDiT sampler; method §5).
 
     ``t' = e^mu / (e^mu + (1/t - 1))`` applied to :func:`linear_schedule`, with ``mu = flux_mu(token_count)``.
 

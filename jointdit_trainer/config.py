@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-DEPTH_TRANSFORMS = ("none", "inverse")
+from jointdit_core.depth import DEPTH_TRANSFORMS
 TIMESTEP_SAMPLINGS = ("uts", "same")
 
 

@@ -154,12 +154,14 @@ def load_image(path: Path, size: int) -> tuple[torch.Tensor, Image.Image, tuple[
     Raises:
         OSError / ValueError from PIL for unreadable files.
     """
+    from jointdit_core.images import uint8_to_model
+
     with Image.open(path) as im:
         im.load()
         original = im.size
         rgb = im.convert("RGB")
     cropped = resize_center_crop(rgb, size, Image.Resampling.LANCZOS)
-    x = torch.from_numpy(np.asarray(cropped, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1).contiguous()
+    x = uint8_to_model(np.asarray(cropped))
     return x, cropped, original
 
 

@@ -114,6 +114,7 @@ def joint_samples(model, ae, prompts: list[str], cond: dict, cfg: TrainConfig, d
     from PIL import Image
 
     from jointdit_core.depth import model_output_to_disparity
+    from jointdit_core.images import model_to_uint8, unit_to_uint8
     from jointdit_core.latents import image_ids, pack, unpack
     from jointdit_core.sampler import sample, seeded_noise
     from jointdit_core.schedules import flux_shifted_schedule
@@ -136,9 +137,9 @@ def joint_samples(model, ae, prompts: list[str], cond: dict, cfg: TrainConfig, d
 
         x_rgb, x_depth = sample(velocity, sigmas, sigmas, pack(noise_rgb), pack(noise_depth))
         decoded = ae.decode(torch.cat([unpack(x_rgb, h, w), unpack(x_depth, h, w)]).to(next(ae.parameters()).dtype)).float()
-        rgb = ((decoded[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        rgb = model_to_uint8(decoded[0]).numpy()
         disp = model_output_to_disparity(decoded[1:], depth_transform)[0]
-        gray = (disp * 255).round().byte().cpu().numpy()
+        gray = unit_to_uint8(disp).numpy()
         images.append(Image.fromarray(np.concatenate([rgb, np.repeat(gray[..., None], 3, axis=2)], axis=1)))
     return images
 
@@ -353,7 +354,7 @@ def _train(cfg: TrainConfig, accelerator, log_with: str | None) -> Path:
         accelerator.wait_for_everyone()
 
     # ---------------------------------------------------------------- checkpoints
-    sidecar = {"is_txt_ids_training": False, "is_attnmask_training": False, "depth_transform": manifest["depth_transform"]}
+    sidecar = {"depth_transform": manifest["depth_transform"]}  # save_addons adds the official defaults of the other flags
 
     def addon_state_dict() -> dict:
         if sharded:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from jointdit_core.depth import DEPTH_TRANSFORMS
+
 from .depth_maps import COLORMAPS, colorize, depth_from_comfy, depth_to_vae_pixels, vae_pixels_to_depth
 from .model_patch import jointdit_info
 
-TRANSFORMS = ["auto", "none", "inverse"]
+TRANSFORMS = ["auto", *DEPTH_TRANSFORMS]
 _TRANSFORM_TIP = (
     "The addon's depth_transform (its .json sidecar; official 'none'). auto: taken from the connected JointDiT "
     "MODEL, 'none' without one."

@@ -12,6 +12,9 @@ import argparse
 import numpy as np
 from PIL import Image
 
+from jointdit_core.images import unit_to_uint8
+
+from .dataset import normalized_disparity
 from .scenes import scene, split_indices
 
 
@@ -20,9 +23,7 @@ def contact_sheet(indices, size: int = 64, columns: int = 8) -> tuple[Image.Imag
     tiles, captions = [], []
     for i in indices:
         s = scene(i, size=size)
-        disparity = 1.0 / s.depth
-        d01 = (disparity - disparity.min()) / max(float(disparity.max() - disparity.min()), 1e-12)
-        depth_rgb = np.repeat((d01 * 255).round().astype(np.uint8)[..., None], 3, axis=2)
+        depth_rgb = np.repeat(unit_to_uint8(normalized_disparity(s.depth)).numpy()[..., None], 3, axis=2)
         tiles.append(np.concatenate([s.rgb, depth_rgb], axis=0))
         captions.append(f"{i}: {s.caption}")
     rows = [tiles[k : k + columns] for k in range(0, len(tiles), columns)]

@@ -28,7 +28,9 @@ import torch
 from PIL import Image
 
 from jointdit_core.depth import colorize
+from jointdit_core.images import unit_to_uint8
 
+from .dataset import normalized_disparity
 from .metrics import evaluate_disparity, mean_metrics
 from .stack import DEFAULT_MODEL_DIR, depth_estimation, depth_to_image, held_out_scenes, joint_generation, load_baseline, load_stack
 
@@ -44,13 +46,12 @@ NEAR_DEPTH = 2.4  # median nearest z-depth of the world's scenes (metres), for t
 
 def colormap(values: np.ndarray) -> np.ndarray:
     """(H, W) values in [0, 1] -> (H, W, 3) uint8 viridis colours (clamped; 0 = dark purple, 1 = yellow)."""
-    colours = colorize(torch.from_numpy(np.asarray(values, np.float64)), "viridis").numpy()
-    return np.round(colours * 255).astype(np.uint8)
+    return unit_to_uint8(colorize(torch.from_numpy(np.asarray(values, np.float64)), "viridis")).numpy()
 
 
 def gray(disparity: np.ndarray) -> np.ndarray:
     """(H, W) disparity in [0, 1] -> (H, W) uint8 grayscale (near = white)."""
-    return np.round(np.clip(disparity, 0, 1) * 255).astype(np.uint8)
+    return unit_to_uint8(np.asarray(disparity)).numpy()
 
 
 def save_depth(folder: Path, stem: str, disparity: np.ndarray) -> list[str]:
@@ -58,12 +59,6 @@ def save_depth(folder: Path, stem: str, disparity: np.ndarray) -> list[str]:
     Image.fromarray(gray(disparity)).save(folder / f"{stem}_depth.png")
     Image.fromarray(colormap(disparity)).save(folder / f"{stem}_depth_color.png")
     return [f"{stem}_depth.png", f"{stem}_depth_color.png"]
-
-
-def normalised(disparity: np.ndarray) -> np.ndarray:
-    """Min-max normalise a disparity map to [0, 1] (for display of ground truth)."""
-    lo, hi = float(disparity.min()), float(disparity.max())
-    return (disparity - lo) / (hi - lo) if hi > lo else np.zeros_like(disparity)
 
 
 def sheet(rows: list[list[np.ndarray]], zoom: int = 3) -> Image.Image:
@@ -115,7 +110,7 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
         stem = f"{i:02d}"
         Image.fromarray(s.rgb).save(out / "depth_estimation" / f"{stem}_input.png")
         names = [f"{stem}_input.png"] + save_depth(out / "depth_estimation", stem, pred[i])
-        gt = normalised(1.0 / s.depth)
+        gt = normalized_disparity(s.depth)
         Image.fromarray(colormap(gt)).save(out / "depth_estimation" / f"{stem}_ground_truth_color.png")
         names.append(f"{stem}_ground_truth_color.png")
         files += [f"depth_estimation/{n}" for n in names]
@@ -124,12 +119,12 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
         base.append(b)
         estimates.append({"scene": s.index, "caption": s.caption, "files": names, "abs_rel": m["abs_rel"], "delta1": m["delta1"], "baseline_abs_rel": b["abs_rel"]})
     overview.append([t for i, s in enumerate(scenes) for t in (s.rgb, colormap(pred[i]))])
-    overview.append([t for s in scenes for t in (colormap(normalised(1.0 / s.depth)), np.full_like(s.rgb, 255))])
+    overview.append([t for s in scenes for t in (colormap(normalized_disparity(s.depth)), np.full_like(s.rgb, 255))])
     summary["depth_estimation"] = {"scenes": estimates, "mean": mean_metrics(ours), "baseline_mean": mean_metrics(base)}
 
     # 3. depth-to-image from held-out depth maps
     scenes = held_out_scenes(len(CAPTIONS), start=DEPTH_TO_IMAGE_START, size=stack.manifest["resolution"])
-    cond = np.stack([normalised(1.0 / s.depth).astype(np.float32) for s in scenes])
+    cond = np.stack([normalized_disparity(s.depth) for s in scenes])
     t0 = time.time()
     images = depth_to_image(stack, cond, [s.caption for s in scenes], steps=steps, seed=seed)
     timings["depth_to_image"] = round(time.time() - t0, 2)

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jointdit_core.images import model_to_uint8, uint8_to_model
+
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
 DEPTH_ESTIMATION_PROMPT = " "  # the official depth-estimation prompt
 
@@ -74,16 +76,6 @@ def load_stack(model_dir: str | Path = DEFAULT_MODEL_DIR, variant: str | None = 
     return Stack(model, ae, text, float(entry["asw_strength"]), float(manifest["guidance"]), addon.depth_transform, variant, manifest)
 
 
-def rgb_to_model(rgb: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def model_to_rgb(x: torch.Tensor) -> np.ndarray:
-    """Decoded (N, 3, H, W) ~[-1, 1] -> uint8 (N, H, W, 3) (clamped)."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
 @torch.no_grad()
 def _encode(stack: Stack, x: torch.Tensor) -> torch.Tensor:
     return stack.ae.encode(x)
@@ -115,7 +107,7 @@ def depth_estimation(stack: Stack, rgb: np.ndarray, steps: int = 20, seed: int =
     out = []
     for i in range(0, len(rgb), batch):
         chunk = rgb[i : i + batch]
-        z = _encode(stack, rgb_to_model(chunk))
+        z = _encode(stack, uint8_to_model(chunk))
         _, z_depth = _generate(stack, [DEPTH_ESTIMATION_PROMPT] * len(chunk), "depth_estimation", steps, seed + i, rgb_latent=z)
         out.append(model_output_to_disparity(_decode(stack, z_depth), stack.depth_transform).numpy())
     return np.concatenate(out)
@@ -127,7 +119,7 @@ def joint_generation(stack: Stack, captions: list[str], steps: int = 20, seed: i
 
     z_rgb, z_depth = _generate(stack, captions, "joint_generation", steps, seed)
     decoded = _decode(stack, torch.cat([z_rgb, z_depth]))
-    return model_to_rgb(decoded[: len(captions)]), model_output_to_disparity(decoded[len(captions) :], stack.depth_transform).numpy()
+    return model_to_uint8(decoded[: len(captions)]).numpy(), model_output_to_disparity(decoded[len(captions) :], stack.depth_transform).numpy()
 
 
 def depth_to_image(stack: Stack, disparity: np.ndarray, captions: list[str], steps: int = 20, seed: int = 0) -> np.ndarray:
@@ -140,7 +132,7 @@ def depth_to_image(stack: Stack, disparity: np.ndarray, captions: list[str], ste
 
     z = _encode(stack, disparity_to_model_input(torch.from_numpy(np.asarray(disparity, np.float32)), stack.depth_transform))
     z_rgb, _ = _generate(stack, captions, "depth_to_image", steps, seed, depth_latent=z)
-    return model_to_rgb(_decode(stack, z_rgb))
+    return model_to_uint8(_decode(stack, z_rgb)).numpy()
 
 
 def autoencoder_roundtrip_disparity(stack: Stack, disparity: np.ndarray) -> np.ndarray:

@@ -71,8 +71,9 @@ def load_scene_arrays(dataset_dir: str | Path, limit: int | None = None) -> tupl
 def to_model_images(rgb: np.ndarray, disparity: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (N, H, W, 3) and [0, 1] disparity (N, H, W) -> two float32 (N, 3, H, W) tensors in [-1, 1]."""
     from jointdit_core.depth import disparity_to_model_input
+    from jointdit_core.images import uint8_to_model
 
-    x_rgb = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    x_rgb = uint8_to_model(rgb)
     x_depth = disparity_to_model_input(torch.from_numpy(disparity).clamp(0, 1))
     return x_rgb, x_depth
 
@@ -93,6 +94,13 @@ def cosine_lr(step: int, total: int, warmup: int, final_fraction: float = 0.1) -
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def save_trained(out: Path, state: dict, info: dict, **metadata: str) -> None:
+    """Write trained weights ``out`` (safetensors, tensors as given, ``metadata`` in its header) and ``info`` as ``out.json``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(out), metadata={"format": "pt", **metadata})
+    out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
 
 
 @torch.no_grad()
@@ -202,36 +210,28 @@ def train_autoencoder(
     stats = fold_latent_scale(ae, torch.cat([x_rgb[stats_idx], x_depth[stats_idx]]))
     held = torch.arange(max(0, n - 128), n)  # last scenes: error report (training data; the test split is never seen)
     errors = reconstruction_errors(ae, x_rgb[held], x_depth[held])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in ae.state_dict().items()}, str(out), metadata={"format": "pt", "producer": "rgbd_world.train_autoencoder"})
-    info = {
-        "config": config.to_dict(),
-        "latent_stats": stats,
-        "reconstruction_l1": errors,
-        "training": {
-            "scenes": n,
-            "steps": steps,
-            "batch_scenes": batch,
-            "lr": lr,
-            "kl_weight": kl_weight,
-            "chroma_weight": chroma_weight,
-            "seed": seed,
-            "seconds": round(train_seconds, 1),
-            "history": history,
-        },
-    }
-    out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    training = dict(scenes=n, steps=steps, batch_scenes=batch, lr=lr, kl_weight=kl_weight, chroma_weight=chroma_weight, seed=seed)
+    training.update(seconds=round(train_seconds, 1), history=history)
+    info = {"config": config.to_dict(), "latent_stats": stats, "reconstruction_l1": errors, "training": training}
+    save_trained(out, ae.state_dict(), info, producer="rgbd_world.train_autoencoder")
     print(f"wrote {out} ({train_seconds:.0f}s); reconstruction L1 rgb {errors['rgb_l1']:.4f} depth {errors['depth_l1']:.4f}")
     return out
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="dataset folder (python -m rgbd_world.make_dataset)")
+def training_parser(doc: str, steps: int, batch: int, lr: float, batch_help: str | None = None) -> argparse.ArgumentParser:
+    """The command-line options both trainers of the world share: --out, --steps, --batch, --lr, --seed."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output .safetensors (a .json of the same stem is written too)")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=8, help="scenes per step (each gives an rgb and a depth image)")
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--batch", type=int, default=batch, help=batch_help)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv=None):
+    p = training_parser(__doc__, steps=1000, batch=8, lr=2e-3, batch_help="scenes per step (each gives an rgb and a depth image)")
+    p.add_argument("--data", required=True, help="dataset folder (python -m rgbd_world.make_dataset)")
     p.add_argument("--kl-weight", type=float, default=1e-4)
     p.add_argument("--chroma-weight", type=float, default=2.0)
     p.add_argument("--ch", type=int, default=DEFAULT_CONFIG.ch)
@@ -240,7 +240,6 @@ def main(argv=None):
     p.add_argument("--z-channels", type=int, default=DEFAULT_CONFIG.z_channels)
     p.add_argument("--resolution", type=int, default=DEFAULT_CONFIG.resolution)
     p.add_argument("--limit", type=int, default=None, help="use only the first N scenes")
-    p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     config = AutoEncoderConfig(
         resolution=a.resolution, ch=a.ch, ch_mult=tuple(int(c) for c in a.ch_mult.split(",")), num_res_blocks=a.res_blocks, z_channels=a.z_channels

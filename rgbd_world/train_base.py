@@ -21,14 +21,13 @@ sheet of text-to-image samples decoded with ``--ae``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from jointdit_core.config import FluxConfig
 from jointdit_core.flux import Flux
@@ -37,7 +36,7 @@ from jointdit_core.sampler import plan_sampling
 from jointdit_core.schedules import flux_mu
 from jointdit_trainer.timesteps import shifted_logit_normal
 
-from .train_autoencoder import cosine_lr
+from .train_autoencoder import cosine_lr, save_trained, training_parser
 
 DEFAULT_CONFIG = FluxConfig(
     in_channels=64,
@@ -116,6 +115,7 @@ def write_preview(model: Flux, ae_path: str | Path, text_root: str | Path, capti
     from PIL import Image
 
     from jointdit_core.checkpoint import load_autoencoder
+    from jointdit_core.images import model_to_uint8
 
     from .text import load_text_encoders
 
@@ -125,7 +125,7 @@ def write_preview(model: Flux, ae_path: str | Path, text_root: str | Path, capti
     for s in range(2):
         z = sample_base(model, t5, pooled, latent_hw, seed=seed + s)
         with torch.no_grad():
-            img = ((ae.decode(z).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+            img = model_to_uint8(ae.decode(z)).numpy()
         rows.append(np.concatenate(list(img), axis=1))
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
@@ -198,46 +198,23 @@ def train_base(
     seconds = time.time() - t0
     model.eval()
     store = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.detach().to(store).contiguous() for k, v in model.state_dict().items()},
-        str(out),
-        metadata={"format": "pt", "producer": "rgbd_world.train_base", "flux_config": json.dumps(config.to_dict())},
-    )
-    info = {
-        "config": config.to_dict(),
-        "guidance": GUIDANCE,
-        "training": {
-            "scenes": n,
-            "steps": steps,
-            "batch": batch,
-            "lr": lr,
-            "caption_dropout": caption_dropout,
-            "timestep_shift": shift,
-            "seed": seed,
-            "stored_dtype": dtype,
-            "seconds": round(seconds, 1),
-            "history": history,
-        },
-    }
-    out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    training = dict(scenes=n, steps=steps, batch=batch, lr=lr, caption_dropout=caption_dropout, timestep_shift=shift, seed=seed)
+    training.update(stored_dtype=dtype, seconds=round(seconds, 1), history=history)
+    info = {"config": config.to_dict(), "guidance": GUIDANCE, "training": training}
+    state = {k: v.to(store) for k, v in model.state_dict().items()}
+    save_trained(out, state, info, producer="rgbd_world.train_base", flux_config=json.dumps(config.to_dict()))
     print(f"wrote {out} ({seconds:.0f}s)")
     return out
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = training_parser(__doc__, steps=1200, batch=64, lr=1e-3)
     p.add_argument("--cache", required=True, help="latent cache of python -m jointdit_trainer preprocess")
-    p.add_argument("--out", required=True, help="output .safetensors (a .json of the same stem is written too)")
-    p.add_argument("--steps", type=int, default=1200)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--hidden", type=int, default=DEFAULT_CONFIG.hidden_size)
     p.add_argument("--heads", type=int, default=DEFAULT_CONFIG.num_heads, help="head dimension hidden/heads must be 64")
     p.add_argument("--double", type=int, default=DEFAULT_CONFIG.depth, help="double-stream blocks")
     p.add_argument("--single", type=int, default=DEFAULT_CONFIG.depth_single_blocks, help="single-stream blocks")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="stored dtype")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preview", default=None, help="write a PNG of samples (needs --ae and --text)")
     p.add_argument("--ae", default=None, help="autoencoder file, for --preview")
     p.add_argument("--text", default=None, help="text encoder folder (clip/, t5/), for --preview")

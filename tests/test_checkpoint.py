@@ -1,6 +1,7 @@
 """Addon files: loading in every stored dtype and under any name, saving, and each refusal."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -142,3 +143,54 @@ def test_missing_file_and_non_flux_base(tmp_path):
     save_file({"encoder.conv_in.weight": torch.zeros(32, 3, 3, 3)}, str(path))
     with pytest.raises(WeightFileError, match="not a BFL-layout Flux"):
         load_flux_weights(path)
+
+
+def _with_sidecar(tmp_path, text: str):
+    path = save_addons(tmp_path / "a.safetensors", _addon_state())
+    path.with_suffix(".json").write_text(text)
+    return path
+
+
+def test_unknown_sidecar_keys_give_a_warning_naming_them_and_the_file(tmp_path, caplog):
+    path = _with_sidecar(tmp_path, json.dumps({"depth_tranform": "inverse", "foo": 1}))
+    with caplog.at_level(logging.WARNING, logger="jointdit_core.checkpoint"):
+        checkpoint = load_addons(path, TINY)
+    assert checkpoint.depth_transform == "none"  # the misspelt key does not act ...
+    message = caplog.text  # ... but the user is told, with the file and the key it resembles
+    assert "'depth_tranform' (did you mean 'depth_transform'?)" in message and "'foo'" in message
+    assert str(path.with_suffix(".json")) in message
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ({"is_txt_ids_training": "false"}, r'is_txt_ids_training is "false", which is not a boolean'),
+        ({"is_attnmask_training": 0}, r"is_attnmask_training is 0, which is not a boolean"),
+        ({"depth_transform": 1}, r"depth_transform is 1, which is not a string"),
+        ({"depth_transform": None}, r"depth_transform is null, which is not a string"),
+    ],
+)
+def test_sidecar_values_of_the_wrong_type_are_refused_naming_key_value_type_and_file(tmp_path, flags, expected):
+    path = _with_sidecar(tmp_path, json.dumps(flags))
+    with pytest.raises(ValueError, match=expected) as info:
+        load_addons(path, TINY)
+    assert str(path.with_suffix(".json")) in str(info.value)
+    with pytest.raises(AddonFileError, match=expected):  # and nothing of the kind is written
+        save_addons(tmp_path / "b.safetensors", _addon_state(), flags)
+    assert not (tmp_path / "b.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("{not json", "is not valid JSON"),
+        ("[1, 2]", "must hold a JSON object"),
+        (json.dumps({"depth_transform": "inverted"}), 'depth_transform is "inverted"; it must be one of "none" or "inverse"'),
+        (json.dumps({"is_attnmask_training": True}), "says is_attnmask_training=true"),
+    ],
+)
+def test_every_sidecar_error_names_the_file(tmp_path, text, expected):
+    path = _with_sidecar(tmp_path, text)
+    with pytest.raises(AddonFileError, match=expected) as info:
+        load_addons(path, TINY)
+    assert str(path.with_suffix(".json")) in str(info.value)

@@ -82,10 +82,22 @@ def test_depth_encoding_roundtrip(transform):
     x = disparity_to_model_input(d, transform)
     assert x.shape == (2, 3, 8, 8) and x.min() >= -1 and x.max() <= 1
     if transform == "inverse":
-        assert torch.allclose(x[:, 0], 1 - 2 * d)  # near (large disparity) becomes dark
+        assert torch.allclose(x[:, 0], 1 - 2 * d, atol=1e-6)  # near (large disparity) becomes dark
     assert torch.allclose(model_output_to_disparity(x, transform), d, atol=1e-6)
     noisy = x + torch.tensor([0.1, -0.1, 0.0]).view(1, 3, 1, 1)  # channel mean removes channel offsets
     assert torch.allclose(model_output_to_disparity(noisy, transform), d, atol=1e-6)
     assert model_output_to_disparity(torch.full((1, 3, 2, 2), 5.0)).max() <= 1  # clamped
     with pytest.raises(ValueError, match="normalised"):
         disparity_to_model_input(d * 3)
+
+
+@pytest.mark.parametrize("colormap", ["turbo", "viridis", "gray"])
+def test_colorize_never_fails_on_non_finite_values(colormap):
+    from jointdit_core.depth import colorize
+
+    d = torch.tensor([[0.0, float("nan"), 1.0, float("inf"), float("-inf"), 0.5]])
+    c = colorize(d, colormap)
+    assert c.shape == (1, 6, 3) and torch.isfinite(c).all()
+    assert torch.equal(c[0, 1], torch.zeros(3))  # NaN: black
+    assert torch.equal(c[0, 3], c[0, 2]) and torch.equal(c[0, 4], c[0, 0])  # +Inf as near (1), -Inf as far (0)
+    assert torch.equal(c[0, [0, 2, 5]], colorize(torch.tensor([[0.0, 1.0, 0.5]]), colormap)[0])  # finite values unchanged
