@@ -7,7 +7,7 @@ from comfy_api.latest import io
 
 from jointdit_core.depth import DEPTH_TRANSFORMS
 
-from .depth_maps import COLORMAPS, colorize, depth_from_comfy, depth_to_vae_pixels, vae_pixels_to_depth
+from .depth_maps import COLORMAPS, check_depth_size, colorize, depth_from_comfy, depth_to_vae_pixels, vae_pixels_to_depth
 from .model_patch import jointdit_info
 
 TRANSFORMS = ["auto", *DEPTH_TRANSFORMS]
@@ -33,6 +33,15 @@ def resolve_transform(depth_transform: str, model=None) -> str:
     if info is None:
         raise ValueError("the MODEL connected to the depth node is not a JointDiT model (LoadJointDiT)")
     return info.depth_transform
+
+
+def _vae_cell(vae) -> int:
+    """Pixels per latent cell of a ComfyUI VAE (8 for FLUX's ae.safetensors); 1 for a stand-in without that attribute."""
+    if hasattr(vae, "spacial_compression_encode"):
+        cell = vae.spacial_compression_encode()
+    else:
+        cell = getattr(vae, "downscale_ratio", 1)
+    return cell if isinstance(cell, int) else 8
 
 
 class EncodeDepth(io.ComfyNode):
@@ -66,7 +75,8 @@ class EncodeDepth(io.ComfyNode):
         source = depth if depth is not None else depth_mask
         if source is None:
             raise ValueError("EncodeDepth needs a depth map: connect 'depth' (IMAGE) or 'depth_mask' (MASK)")
-        pixels = depth_to_vae_pixels(depth_from_comfy(source), near_is_bright, normalize, resolve_transform(depth_transform, model))
+        maps = check_depth_size(depth_from_comfy(source), _vae_cell(vae))
+        pixels = depth_to_vae_pixels(maps, near_is_bright, normalize, resolve_transform(depth_transform, model))
         return io.NodeOutput({"samples": vae.encode(pixels)})
 
 

@@ -14,22 +14,26 @@ from torch import Tensor
 from jointdit_core.depth import colorize, disparity_to_model_input, model_output_to_disparity, normalize_disparity  # noqa: F401 (colorize re-exported)
 
 COLORMAPS = ("turbo", "gray")  # offered by DecodeDepth; colours from jointdit_core.depth.colorize
-MIN_SIZE = 16  # pixels: the VAE makes 8x8-pixel latent cells and FLUX packs 2x2 cells into one token
+MIN_SIZE = 16  # pixels: the smallest map JointSampler takes (the VAE's 8x8-pixel latent cells, 2x2 cells per FLUX token)
 
 
-def check_depth_size(depth: Tensor, what: str = "depth map") -> Tensor:
-    """Refuse an empty batch or a map smaller than :data:`MIN_SIZE` x MIN_SIZE; returns ``depth`` (B, H, W).
+def check_depth_size(depth: Tensor, vae_cell: int = 1, what: str = "depth map") -> Tensor:
+    """Refuse an empty batch or a map smaller than the VAE's cell; returns ``depth`` (B, H, W).
 
+    Args:
+        depth: (B, H, W) depth maps.
+        vae_cell: pixels per latent cell of the VAE that will encode the map (8 for FLUX's ``ae.safetensors``);
+            a smaller map would reach the VAE as an empty image.
     Raises:
-        ValueError: batch 0, or H or W below 16, with the smallest size that works.
+        ValueError: batch 0 or no pixels; H or W below ``vae_cell``, saying that :data:`MIN_SIZE` is the smallest size that works.
     """
     batch, height, width = depth.shape
     if batch == 0 or height == 0 or width == 0:
         raise ValueError(f"the {what} is empty (shape {tuple(depth.shape)}): connect at least one image")
-    if height < MIN_SIZE or width < MIN_SIZE:
+    if height < vae_cell or width < vae_cell:
         raise ValueError(
             f"the {what} is {width}x{height} pixels; the smallest size that works is {MIN_SIZE}x{MIN_SIZE} "
-            "(use multiples of 16, e.g. ImageScale to 512x512)"
+            f"(the VAE needs {vae_cell}x{vae_cell}, JointSampler multiples of 16: e.g. ImageScale to 512x512)"
         )
     return depth
 
@@ -40,14 +44,14 @@ def depth_from_comfy(depth: Tensor) -> Tensor:
     IMAGE: mean of the first three channels (grey depth maps have three equal channels; alpha ignored).
 
     Raises:
-        ValueError: other shapes, an empty batch or a map smaller than 16x16 (:func:`check_depth_size`).
+        ValueError: other shapes.
     """
     if depth.ndim == 2:
-        return check_depth_size(depth[None].float())
+        return depth[None].float()
     if depth.ndim == 3:
-        return check_depth_size(depth.float())
+        return depth.float()
     if depth.ndim == 4 and depth.shape[-1] in (1, 3, 4):
-        return check_depth_size(depth[..., :3].float().mean(dim=-1))
+        return depth[..., :3].float().mean(dim=-1)
     raise ValueError(f"a depth map must be an IMAGE (B, H, W, 3) or a MASK (B, H, W); got shape {tuple(depth.shape)}")
 
 

@@ -5,9 +5,11 @@ order that a running ComfyUI reports in ``/object_info`` (so the two formats can
 
     python scripts/make_workflows.py --object-info object_info.json   # saved from GET /object_info
     python scripts/make_workflows.py --server http://127.0.0.1:8188
+    python scripts/make_workflows.py --thumbnails demo_output                  # after bash scripts/demo.sh
 
 Writes ``workflows/api/<name>.json``, ``workflows/ui/<name>.json`` and a copy of the UI file in
-``example_workflows/<name>.json`` (the folder ComfyUI lists as the pack's templates).
+``example_workflows/<name>.json`` (the folder ComfyUI lists as the pack's templates). The template
+thumbnails ``example_workflows/<name>.jpg`` are pictures of real outputs, made separately.
 """
 
 from __future__ import annotations
@@ -26,6 +28,35 @@ def _node(class_type: str, title: str, **inputs) -> dict:
     return {"class_type": class_type, "inputs": inputs, "_meta": {"title": title}}
 
 
+# Model download metadata of the loader nodes (``properties.models``, the format of ComfyUI's own templates):
+# the frontend offers these downloads when a file is missing. The JointDiT addon is not listed: its
+# file name on the official model page is not fixed (see the README) and it needs its .json sidecar, so
+# the Note node of every workflow says where to get it.
+MODELS = {
+    "flux1-dev.safetensors": ("https://huggingface.co/Comfy-Org/flux1-dev/resolve/main/flux1-dev.safetensors", "diffusion_models"),
+    "clip_l.safetensors": ("https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors", "text_encoders"),
+    "t5xxl_fp16.safetensors": ("https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors", "text_encoders"),
+    "ae.safetensors": ("https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors", "vae"),
+}
+OUTPUT_NODES = {"SaveImage", "PreviewImage", "JointDiTSaveDepth"}
+
+NOTE = """## JointDiT: model files
+
+Put these files in ComfyUI's `models` folders (the loaders use these names):
+
+| file | folder |
+| --- | --- |
+| [flux1-dev.safetensors](https://huggingface.co/black-forest-labs/FLUX.1-dev) | `diffusion_models/` |
+| [ae.safetensors](https://huggingface.co/black-forest-labs/FLUX.1-dev) | `vae/` |
+| [clip_l.safetensors, t5xxl_fp16.safetensors](https://huggingface.co/comfyanonymous/flux_text_encoders) | `text_encoders/` |
+| JointDiT addon + its `.json` sidecar, from [byungki-kwon/JointDiT](https://huggingface.co/byungki-kwon/JointDiT) | `jointdit/` |
+
+Name the addon `jointdit_addons.safetensors` (or pick yours in *Load JointDiT*) and keep the `.json` next to it.
+FLUX.1-dev is gated: accept its license on Hugging Face first. Latent previews: start ComfyUI with
+`--preview-method auto`. More: the pack's README.
+"""
+
+
 def _common(prompt: str) -> dict:
     """Loaders shared by every workflow: official file names in the standard ComfyUI folders."""
     return {
@@ -38,34 +69,38 @@ def _common(prompt: str) -> dict:
     }
 
 
-def _sampler(task: str, **extra) -> dict:
-    inputs = dict(
-        model=["2", 0], positive=["5", 0], task=task, seed=42, steps=20, schedule="flux_shifted", cfg=1.0, asw_strength=1.0,
-        width=512, height=512, batch_size=1, rgb_start=1.0, rgb_end=0.0, depth_start=1.0, depth_end=0.0,
-    )
-    inputs.update(extra)
-    return _node("JointSampler", "JointDiT Sampler", **inputs)
+def _sampler(task: str, positive=("5", 0), **latents) -> dict:
+    return _node("JointSampler", "JointDiT Sampler", model=["2", 0], positive=list(positive), task=task, seed=42, steps=20, **latents)
 
 
 def _decode_depth(samples) -> dict:
     return _node("DecodeDepth", "Decode Depth", vae=["6", 0], samples=samples, depth_transform="auto", colormap="turbo", model=["2", 0])
 
 
+def _photo(first: int) -> dict:
+    """LoadImage (ComfyUI's sample ``example.png``) -> 512x512 -> VAEEncode, as nodes ``first`` .. ``first + 2``."""
+    a, b, c = (str(first + i) for i in range(3))
+    return {
+        a: _node("LoadImage", "Photo", image="example.png"),
+        b: _node("ImageScale", "Resize to a multiple of 16", image=[a, 0], upscale_method="lanczos", width=512, height=512, crop="center"),
+        c: _node("VAEEncode", "Encode photo", pixels=[b, 0], vae=["6", 0]),
+    }
+
+
 WORKFLOWS = {
     "joint_generation": {
         **_common("a cozy reading corner with a leather armchair by a window, warm afternoon light"),
-        "7": _sampler("joint_generation"),
-        "8": _node("VAEDecode", "Decode image", samples=["7", 0], vae=["6", 0]),
-        "9": _decode_depth(["7", 1]),
-        "10": _node("SaveImage", "Save image", images=["8", 0], filename_prefix="JointDiT/joint_rgb"),
-        "11": _node("SaveImage", "Save depth", images=["9", 0], filename_prefix="JointDiT/joint_depth"),
-        "12": _node("PreviewImage", "Depth (colour)", images=["9", 2]),
+        "7": _node("EmptySD3LatentImage", "Size and batch", width=512, height=512, batch_size=1),
+        "8": _sampler("joint_generation", image=["7", 0]),
+        "9": _node("VAEDecode", "Decode image", samples=["8", 0], vae=["6", 0]),
+        "10": _decode_depth(["8", 1]),
+        "11": _node("SaveImage", "Save image", images=["9", 0], filename_prefix="JointDiT/joint_rgb"),
+        "12": _node("SaveImage", "Save depth", images=["10", 0], filename_prefix="JointDiT/joint_depth"),
+        "13": _node("PreviewImage", "Depth (colour)", images=["10", 2]),
     },
     "depth_estimation": {
         **_common(" "),  # the official depth-estimation prompt is a single space
-        "7": _node("LoadImage", "Photo", image="example.png"),
-        "8": _node("ImageScale", "Resize to a multiple of 16", image=["7", 0], upscale_method="lanczos", width=512, height=512, crop="center"),
-        "9": _node("VAEEncode", "Encode photo", pixels=["8", 0], vae=["6", 0]),
+        **_photo(7),
         "10": _sampler("depth_estimation", image=["9", 0]),
         "11": _decode_depth(["10", 1]),
         "12": _node("SaveImage", "Save depth", images=["11", 0], filename_prefix="JointDiT/depth"),
@@ -82,14 +117,20 @@ WORKFLOWS = {
         "10": _node("PreviewImage", "Depth (colour)", images=["8", 2]),
         "11": _node("PreviewImage", "Uncertainty", images=["8", 4]),
     },
+    # The depth map comes from the photo (depth estimation), through Encode Depth: connect your own depth map
+    # (Load Image, Depth Anything, a ControlNet preprocessor) to Encode Depth's 'depth' input instead.
     "depth_to_image": {
         **_common("a sunlit living room with wooden floor and large plants"),
-        "7": _node("LoadImage", "Depth map (near = bright)", image="example.png"),
-        "8": _node("ImageScale", "Resize to a multiple of 16", image=["7", 0], upscale_method="lanczos", width=512, height=512, crop="center"),
-        "9": _node("EncodeDepth", "Encode depth", vae=["6", 0], depth_transform="auto", near_is_bright=True, normalize=True, depth=["8", 0], model=["2", 0]),
-        "10": _sampler("depth_to_image", depth=["9", 0]),
-        "11": _node("VAEDecode", "Decode image", samples=["10", 0], vae=["6", 0]),
-        "12": _node("SaveImage", "Save image", images=["11", 0], filename_prefix="JointDiT/depth_to_image"),
+        **_photo(7),
+        "10": _node("CLIPTextEncode", "Depth-estimation prompt (a single space)", text=" ", clip=["3", 0]),
+        "11": _node("FluxGuidance", "Guidance 3.5", conditioning=["10", 0], guidance=3.5),
+        "12": _sampler("depth_estimation", positive=("11", 0), image=["9", 0]),
+        "13": _decode_depth(["12", 1]),
+        "14": _node("EncodeDepth", "Encode depth (or your own depth map)", vae=["6", 0], depth_transform="auto", near_is_bright=True, normalize=True, depth=["13", 0], model=["2", 0]),
+        "15": _sampler("depth_to_image", depth=["14", 0]),
+        "16": _node("VAEDecode", "Decode image", samples=["15", 0], vae=["6", 0]),
+        "17": _node("SaveImage", "Save image", images=["16", 0], filename_prefix="JointDiT/depth_to_image"),
+        "18": _node("PreviewImage", "Depth map used", images=["13", 2]),
     },
 }
 
@@ -140,30 +181,84 @@ def _columns(graph: dict) -> dict[str, int]:
     return col
 
 
-def to_ui(graph: dict, object_info: dict) -> dict:
-    """The UI (LiteGraph) workflow of an API-format graph."""
+NOTE_ID, NOTE_SIZE = 100, [640, 340]
+NODE_WIDTH, COLUMN, GAP = 300, 340, 40
+OUTPUT_SIZE = [400, 470]  # room for a result below the widgets: an output node never needs to grow over another node
+# Long graphs are folded into bands (rows of columns) so that the whole graph reads at a zoom that still shows
+# text: node id -> band (default 0).
+BANDS = {"depth_to_image": {"4": 1, "5": 1, "14": 1, "15": 1, "16": 1, "17": 1}}
+
+
+def _properties(node: dict) -> dict:
+    properties = {"Node name for S&R": node["class_type"]}
+    models = [
+        {"name": v, "url": MODELS[v][0], "directory": MODELS[v][1]}
+        for v in node["inputs"].values() if isinstance(v, str) and v in MODELS
+    ]
+    if models:
+        properties["models"] = models
+    return properties
+
+
+def to_ui(graph: dict, object_info: dict, name: str = "") -> dict:
+    """The UI (LiteGraph) workflow of an API-format graph, laid out for reading after a run.
+
+    Working nodes stand in columns by their distance from the loaders (a long graph folded into bands, see
+    :data:`BANDS`); each band's output nodes (Save / Preview Image) stand side by side to its right, large,
+    with nothing below them, so the images they show after a run hide no other node. A Markdown note at the
+    bottom left says where the model files come from.
+    """
     links, nodes = [], []
     out_links: dict[tuple[str, int], list[int]] = {}
     in_link: dict[tuple[str, str], int] = {}
     for nid, node in graph.items():
-        for name, value in node["inputs"].items():
+        for input_name, value in node["inputs"].items():
             if isinstance(value, list):
                 link_id = len(links) + 1
                 info = object_info[graph[value[0]]["class_type"]]
                 links.append([link_id, int(value[0]), value[1], int(nid), None, info["output"][value[1]]])
                 out_links.setdefault((value[0], value[1]), []).append(link_id)
-                in_link[(nid, name)] = link_id
+                in_link[(nid, input_name)] = link_id
     cols = _columns(graph)
-    rows: dict[int, int] = {}
+    band_of = BANDS.get(name, {})
+    band = {nid: band_of.get(nid, 0) for nid in graph}
+    working = {nid for nid in graph if graph[nid]["class_type"] not in OUTPUT_NODES}
+    dense = {}  # column within the band, without empty columns
+    for b in set(band.values()):
+        used = sorted({cols[nid] for nid in working if band[nid] == b})
+        dense.update({nid: used.index(cols[nid]) for nid in working if band[nid] == b})
+    band_cols = {b: 1 + max((dense[n] for n in working if band[n] == b), default=-1) for b in set(band.values())}
+    layout: dict[str, tuple[list, list]] = {}
+    band_top, bottom = 40, {}
+    outputs_placed = 0  # output nodes of all bands in one row of their own, so that none stands above another node
+    for b in sorted(band_cols):
+        rows: dict[int, int] = {}
+        for nid in sorted((n for n in graph if band[n] == b), key=int):
+            node = graph[nid]
+            info = object_info[node["class_type"]]
+            if node["class_type"] in OUTPUT_NODES:
+                x = 40 + COLUMN * max(band_cols.values()) + outputs_placed * (OUTPUT_SIZE[0] + GAP)
+                layout[nid] = ([x, band_top], list(OUTPUT_SIZE))
+                outputs_placed += 1
+                continue
+            sockets = sum(1 for _, spec, _ in _inputs_in_order(info) if not _is_widget(spec))
+            height = 46 + 24 * max(sockets, len(info["output"])) + 26 * len(widget_values(info, node["inputs"]))
+            col = dense[nid]
+            layout[nid] = ([40 + COLUMN * col, band_top + rows.get(col, 0)], [NODE_WIDTH, height])
+            rows[col] = rows.get(col, 0) + height + GAP
+        bottom[b] = {col: band_top + height for col, height in rows.items()}
+        band_top = max([band_top + OUTPUT_SIZE[1] + GAP] + [band_top + h for h in rows.values()]) + GAP
+    last = max(bottom)
+    note_pos = [40, max(bottom[last].get(0, 40), bottom[last].get(1, 40)) + GAP]
     for nid in sorted(graph, key=int):
         node = graph[nid]
         info = object_info[node["class_type"]]
         sockets = []
-        for name, spec, optional in _inputs_in_order(info):
+        for input_name, spec, optional in _inputs_in_order(info):
             if _is_widget(spec):
                 continue
-            link = in_link.get((nid, name))
-            entry = {"name": name, "type": spec[0], "link": link}
+            link = in_link.get((nid, input_name))
+            entry = {"name": input_name, "type": spec[0], "link": link}
             if optional:
                 entry["shape"] = 7
             sockets.append(entry)
@@ -174,23 +269,61 @@ def to_ui(graph: dict, object_info: dict) -> dict:
             {"name": info["output_name"][i], "type": kind, "links": out_links.get((nid, i), [])}
             for i, kind in enumerate(info["output"])
         ]
-        col = cols[nid]
-        row = rows.get(col, 0)
         widgets = widget_values(info, node["inputs"])
-        height = 46 + 24 * max(len(sockets), len(outputs)) + 26 * len(widgets)
-        rows[col] = row + height + 40
+        pos, size = layout[nid]
         nodes.append({
-            "id": int(nid), "type": node["class_type"], "pos": [40 + 380 * col, 40 + row], "size": [340, height],
+            "id": int(nid), "type": node["class_type"], "pos": pos, "size": size,
             "flags": {}, "order": 0, "mode": 0, "inputs": sockets, "outputs": outputs,
-            "title": node["_meta"]["title"], "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets,
+            "title": node["_meta"]["title"], "properties": _properties(node), "widgets_values": widgets,
         })
     for order, node in enumerate(sorted(nodes, key=lambda n: (cols[str(n["id"])], n["id"]))):
         node["order"] = order
+    nodes.append({
+        "id": NOTE_ID, "type": "MarkdownNote", "pos": note_pos, "size": NOTE_SIZE, "flags": {}, "order": len(nodes), "mode": 0,
+        "inputs": [], "outputs": [], "title": "Model files", "properties": {}, "widgets_values": [NOTE],
+        "color": "#432", "bgcolor": "#653",
+    })
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "ComfyUI-JointDiT/" + json.dumps(graph, sort_keys=True))),
-        "revision": 0, "last_node_id": max(int(n) for n in graph), "last_link_id": len(links),
-        "nodes": nodes, "links": links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
+        "revision": 0, "last_node_id": NOTE_ID, "last_link_id": len(links),
+        "nodes": nodes, "links": links, "groups": [], "config": {}, "extra": {"ds": _fit_view(nodes)}, "version": 0.4,
     }
+
+
+def _fit_view(nodes: list[dict], screen=(1780, 900), margin=(70, 110)) -> dict:
+    """The canvas view (``extra.ds``) that shows the whole graph on a 1920x1080 browser window, results included
+    (screen position = (canvas position + offset) * scale; ``margin`` keeps clear of the frontend's side and top bars)."""
+    right = max(n["pos"][0] + n["size"][0] for n in nodes)
+    bottom = max(n["pos"][1] + n["size"][1] for n in nodes)
+    scale = round(max(0.6, min(1.0, screen[0] / right, screen[1] / bottom)), 3)  # below ~0.58 the frontend hides text
+    return {"scale": scale, "offset": [round(margin[0] / scale), round(margin[1] / scale)]}
+
+
+# Template thumbnails: 2x2 grids of real outputs of the demo model (python -m rgbd_world.demo), two samples per
+# card, each row the task's input or first output beside its result.
+THUMBNAILS = {
+    "joint_generation": ("joint_generation", ("{}_rgb.png", "{}_depth_color.png")),
+    "depth_estimation": ("depth_estimation", ("{}_input.png", "{}_depth_color.png")),
+    "depth_to_image": ("depth_to_image", ("{}_input_depth_color.png", "{}_rgb.png")),
+}
+THUMBNAIL_SIZE = 400
+
+
+def write_thumbnails(demo_output: Path, samples: tuple[str, str] = ("00", "01")) -> None:
+    """``example_workflows/<name>.jpg`` (400x400 JPEG, the size of ComfyUI's own template thumbnails) from a
+    demo output folder. Needs Pillow."""
+    from PIL import Image
+
+    cell = THUMBNAIL_SIZE // 2
+    for name, (folder, patterns) in THUMBNAILS.items():
+        grid = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        for row, sample in enumerate(samples):
+            for col, pattern in enumerate(patterns):
+                image = Image.open(demo_output / folder / pattern.format(sample)).convert("RGB")
+                grid.paste(image.resize((cell, cell), Image.Resampling.BICUBIC), (col * cell, row * cell))
+        path = ROOT / "example_workflows" / f"{name}.jpg"
+        grid.save(path, quality=85)
+        print("wrote", path.relative_to(ROOT))
 
 
 def main() -> None:
@@ -198,14 +331,18 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--object-info", type=Path, help="JSON saved from GET /object_info of a ComfyUI with this pack")
     source.add_argument("--server", help="URL of a running ComfyUI with this pack")
+    source.add_argument("--thumbnails", type=Path, help="only write the template thumbnails from this demo output folder (python -m rgbd_world.demo --out DIR)")
     args = parser.parse_args()
+    if args.thumbnails:
+        write_thumbnails(args.thumbnails)
+        return
     if args.server:
         with urllib.request.urlopen(args.server.rstrip("/") + "/object_info") as response:
             object_info = json.load(response)
     else:
         object_info = json.loads(args.object_info.read_text())
     for name, graph in WORKFLOWS.items():
-        ui = json.dumps(to_ui(graph, object_info), indent=1) + "\n"
+        ui = json.dumps(to_ui(graph, object_info, name), indent=1) + "\n"
         for path, text in ((ROOT / "workflows" / "api" / f"{name}.json", json.dumps(graph, indent=1) + "\n"),
                            (ROOT / "workflows" / "ui" / f"{name}.json", ui),
                            (ROOT / "example_workflows" / f"{name}.json", ui)):

@@ -92,7 +92,9 @@ def test_ui_and_api_workflows_describe_the_same_graph(name):
     api = _load(ROOT / "workflows" / "api" / f"{name}.json")
     ui = _load(ROOT / "workflows" / "ui" / f"{name}.json")
     assert _load(ROOT / "example_workflows" / f"{name}.json") == ui
-    nodes = {str(n["id"]): n for n in ui["nodes"]}
+    notes = [n for n in ui["nodes"] if n["type"] == "MarkdownNote"]
+    assert len(notes) == 1 and "huggingface.co" in notes[0]["widgets_values"][0]  # where the model files come from
+    nodes = {str(n["id"]): n for n in ui["nodes"] if n["type"] != "MarkdownNote"}
     assert {k: n["type"] for k, n in nodes.items()} == {k: n["class_type"] for k, n in api.items()}
     api_links = {(k, name_, tuple(v)) for k, n in api.items() for name_, v in n["inputs"].items() if isinstance(v, list)}
     ui_links = set()
@@ -118,3 +120,51 @@ def test_workflows_use_the_official_files_and_the_pack_nodes():
     assert {"LoadJointDiT", "JointSampler", "EncodeDepth", "DecodeDepth", "UNETLoader", "DualCLIPLoader", "VAELoader"} <= types
     tasks = {n["inputs"]["task"] for w in WORKFLOWS for n in _load(ROOT / "workflows" / "api" / f"{w}.json").values() if n["class_type"] == "JointSampler"}
     assert tasks == set(WORKFLOWS)
+
+
+def _overlaps(a: dict, b: dict) -> bool:
+    (ax, ay), (aw, ah), (bx, by), (bw, bh) = a["pos"], a["size"], b["pos"], b["size"]
+    return ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_ui_workflows_leave_room_for_results_and_carry_model_downloads(name):
+    ui = _load(ROOT / "workflows" / "ui" / f"{name}.json")
+    nodes = ui["nodes"]
+    for i, a in enumerate(nodes):  # no two nodes overlap (the frontend draws titles 30 px above pos)
+        for b in nodes[i + 1 :]:
+            grown = lambda n: {"pos": [n["pos"][0], n["pos"][1] - 30], "size": [n["size"][0], n["size"][1] + 30]}  # noqa: E731
+            assert not _overlaps(grown(a), grown(b)), (name, a["title"], b["title"])
+    outputs = [n for n in nodes if n["type"] in ("SaveImage", "PreviewImage")]
+    assert outputs
+    for out in outputs:  # an output node grows downwards when it shows an image: nothing may stand below it
+        assert out["size"][0] >= 400 and out["size"][1] >= 450  # a 512x512 result shows at 400x400
+        below = [n for n in nodes if n is not out and n["pos"][1] > out["pos"][1] and n["pos"][0] < out["pos"][0] + out["size"][0] and out["pos"][0] < n["pos"][0] + n["size"][0]]
+        assert not below, (name, out["title"], [n["title"] for n in below])
+    models = {m["name"]: m for n in nodes for m in n["properties"].get("models", [])}
+    assert set(models) == OFFICIAL_FILES - {"jointdit_addons.safetensors"}
+    assert all(m["url"].startswith("https://huggingface.co/") and m["url"].endswith("/" + m["name"]) for m in models.values())
+    assert (ROOT / "example_workflows" / f"{name}.jpg").is_file()  # the template card's thumbnail
+
+
+def test_depth_to_image_gets_its_depth_map_from_the_photo_not_from_a_sample_picture():
+    api = _load(ROOT / "workflows" / "api" / "depth_to_image.json")
+    encode = next(n for n in api.values() if n["class_type"] == "EncodeDepth")
+    source = api[encode["inputs"]["depth"][0]]
+    assert source["class_type"] == "DecodeDepth"
+    sampler = api[source["inputs"]["samples"][0]]
+    assert sampler["class_type"] == "JointSampler" and sampler["inputs"]["task"] == "depth_estimation"
+
+
+def test_depth_maps_refuse_empty_and_tiny_images(maps):
+    with pytest.raises(ValueError, match="empty"):
+        maps.check_depth_size(maps.depth_from_comfy(torch.zeros(0, 32, 32, 3)), 8)
+    with pytest.raises(ValueError, match="empty"):
+        maps.check_depth_size(maps.depth_from_comfy(torch.zeros(0, 0)))
+    with pytest.raises(ValueError, match="1x1 pixels; the smallest size that works is 16x16"):
+        maps.check_depth_size(maps.depth_from_comfy(torch.rand(1, 1, 1, 3)), 8)
+    with pytest.raises(ValueError, match="7x40 pixels"):
+        maps.check_depth_size(torch.rand(2, 40, 7), 8)
+    assert maps.check_depth_size(torch.rand(1, 8, 8), 8).shape == (1, 8, 8)
+    with pytest.raises(ValueError, match="VAE decoded NaN"):
+        maps.vae_pixels_to_depth(torch.full((1, 16, 16, 3), float("nan")))

@@ -64,7 +64,12 @@ def test_sd_latent_and_missing_empty_latent_say_what_to_connect(pack):
 
 
 def test_depth_nodes_refuse_empty_tiny_and_non_finite_maps(pack):
-    class NoVAE:  # the refused calls never reach the VAE
+    class NoVAE:  # the refused calls never reach the VAE; 8x8-pixel cells like FLUX's ae.safetensors
+        downscale_ratio = 8
+
+        def spacial_compression_encode(self):
+            return self.downscale_ratio
+
         def encode(self, pixels):
             raise AssertionError("the VAE must not be reached")
 

@@ -219,12 +219,16 @@ def adapted_graph(name: str, variant: str = "plain", steps: int = 2, seed: int =
     graph = json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
     by_type = {node["class_type"]: nid for nid, node in graph.items()}
     del graph[by_type["DualCLIPLoader"]]
-    graph[by_type["CLIPTextEncode"]] = {"class_type": "JointDiTTestConditioning", "inputs": {"seed": 0, "tokens": 8}}
+    for nid, node in list(graph.items()):
+        if node["class_type"] == "CLIPTextEncode":
+            graph[nid] = {"class_type": "JointDiTTestConditioning", "inputs": {"seed": 0, "tokens": 8}}
+        elif node["class_type"] == "JointSampler":
+            node["inputs"].update(steps=steps, seed=seed)
+        elif node["class_type"] in ("ImageScale", "EmptySD3LatentImage"):
+            node["inputs"].update(width=128, height=128)
     if "LoadImage" in by_type:
         graph[by_type["LoadImage"]]["inputs"]["image"] = "astronaut_128.png"
-        graph[by_type["ImageScale"]]["inputs"].update(width=128, height=128)
     sampler = graph[by_type["JointSampler"]]["inputs"]
-    sampler.update(steps=steps, seed=seed, width=128, height=128)
     for node in graph.values():
         if node["class_type"] == "SaveImage":
             node["inputs"]["filename_prefix"] = f"test/{name}_{variant}_{node['inputs']['filename_prefix'].split('/')[-1]}"
@@ -271,7 +275,7 @@ def test_nodes_folders_and_templates_are_served(server):
     addons = info["LoadJointDiT"]["input"]["required"]["addon_name"][1]["options"]
     assert "jointdit_addons.safetensors" in addons  # models/jointdit under --base-directory
     assert "extra_addons.safetensors" in addons  # a jointdit folder from extra_model_paths.yaml
-    assert info["JointSampler"]["output_name"] == ["rgb", "depth"]
+    assert info["JointSampler"]["output_name"] == info["JointSamplerAdvanced"]["output_name"] == ["rgb", "depth"]
     templates = server.get("/workflow_templates")
     assert sorted(templates["ComfyUI-JointDiT"]) == sorted(_make_workflows_module().WORKFLOWS)
     shipped = server.get("/api/workflow_templates/ComfyUI-JointDiT/depth_estimation.json")
@@ -280,7 +284,7 @@ def test_nodes_folders_and_templates_are_served(server):
     make = _make_workflows_module()
     for name, graph in make.WORKFLOWS.items():
         ui = json.loads((REPO / "workflows" / "ui" / f"{name}.json").read_text())
-        for node in ui["nodes"]:
+        for node in (n for n in ui["nodes"] if n["type"] != "MarkdownNote"):
             api = graph[str(node["id"])]
             assert node["type"] == api["class_type"] and node["type"] in info
             assert node["widgets_values"] == make.widget_values(info[node["type"]], api["inputs"]), (name, node["type"])
@@ -330,3 +334,22 @@ def test_other_shipped_workflows_run(server, name):
     if name == "joint_generation":  # an rgb image and a grey depth map
         rgb, depth = images
         assert (depth[..., 0] == depth[..., 2]).all() and not (rgb[..., 0] == rgb[..., 2]).all()
+
+
+def test_old_api_prompt_of_the_20_input_sampler_still_runs(server):
+    """An API prompt written for the JointSampler with width/height/batch_size/cfg/negative keeps working."""
+    graph = adapted_graph("joint_generation", "old_prompt")
+    by_type = {node["class_type"]: nid for nid, node in graph.items()}
+    del graph[by_type["EmptySD3LatentImage"]]
+    sampler = graph[by_type["JointSampler"]]["inputs"]
+    del sampler["image"]
+    graph["91"] = {"class_type": "JointDiTTestConditioning", "inputs": {"seed": 1, "tokens": 8}}
+    sampler.update(schedule="flux_shifted", cfg=2.0, asw_strength=1.0, width=128, height=64, batch_size=2,
+                   rgb_start=1.0, rgb_end=0.0, depth_start=1.0, depth_end=0.0, negative=["91", 0])
+    entry = server.wait(server.queue(graph))
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{server.log_tail()}"
+    saves = sorted((nid for nid, node in graph.items() if node["class_type"] == "SaveImage"), key=int)
+    for nid in saves:
+        paths = server.images(entry, nid)
+        assert len(paths) == 2 and all(Image.open(p).size == (128, 64) for p in paths)
+    assert "running an old workflow's inputs" in server.log.read_text()
