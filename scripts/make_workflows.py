@@ -38,7 +38,7 @@ MODELS = {
     "t5xxl_fp16.safetensors": ("https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors", "text_encoders"),
     "ae.safetensors": ("https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors", "vae"),
 }
-OUTPUT_NODES = {"SaveImage", "PreviewImage", "Preview3D"}
+OUTPUT_NODES = {"SaveImage", "PreviewImage", "Preview3D", "JointDiTSaveDepth"}
 
 NOTE = """## JointDiT: model files
 
@@ -105,6 +105,17 @@ WORKFLOWS = {
         "11": _decode_depth(["10", 1]),
         "12": _node("SaveImage", "Save depth", images=["11", 0], filename_prefix="JointDiT/depth"),
         "13": _node("PreviewImage", "Depth (colour)", images=["11", 2]),
+    },
+    "depth_estimation_any_size": {  # the one-node depth estimation (any photo size, ensemble, uncertainty, 16-bit file)
+        **{k: v for k, v in _common(" ").items() if k in ("1", "2", "3", "6")},
+        "7": _node("LoadImage", "Photo (any size)", image="example.png"),
+        "8": _node(
+            "JointDiTDepthEstimation", "JointDiT Depth Estimation", model=["2", 0], vae=["6", 0], image=["7", 0], processing_resolution=512,
+            ensemble_size=4, seed=42, steps=20, reduction="median", colormap="turbo", clip=["3", 0],
+        ),
+        "9": _node("JointDiTSaveDepth", "Save depth (16-bit PNG)", depth=["8", 0], filename_prefix="JointDiT/depth16", format="png16"),
+        "10": _node("PreviewImage", "Depth (colour)", images=["8", 2]),
+        "11": _node("PreviewImage", "Uncertainty", images=["8", 4]),
     },
     # The depth map comes from the photo (depth estimation), through Encode Depth: connect your own depth map
     # (Load Image, Depth Anything, a ControlNet preprocessor) to Encode Depth's 'depth' input instead.

@@ -1,0 +1,141 @@
+"""The depth-tool nodes inside ComfyUI: one-node depth estimation at any photo size, ensembling, depth files.
+
+The golden_tiny JointDiT (as in test_comfyui_golden) stands in for FLUX.1-dev; a small fixed linear
+"VAE" (8x8 average pooling into 16 channels and back, the FLUX autoencoder's shapes) stands in for
+ae.safetensors, so the nodes' own work (resizing, sampling through JointSampler's code, decoding,
+ensembling, files) is what is tested.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from comfyui_harness import REPO, load_pack
+from PIL import Image
+from test_comfyui_golden import addon_checkpoint, conditioning, tiny  # noqa: F401  (fixtures)
+
+PHOTO = REPO / "tests" / "data" / "astronaut_128.png"
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return load_pack()
+
+
+@pytest.fixture(scope="module")
+def nodes(pack):
+    import importlib
+
+    return importlib.import_module(f"{pack.pack.__name__}.nodes.depth_estimation"), importlib.import_module(f"{pack.pack.__name__}.nodes.depth_files")
+
+
+class LinearVAE:
+    """encode: IMAGE (B, H, W, 3) -> (B, 16, H/8, W/8) (8x8 mean, fixed 3 -> 16 map); decode: the way back (clamped)."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(7)
+        self.up = torch.randn(16, 3, generator=g) * 0.5
+        self.down = torch.linalg.pinv(self.up)
+
+    def encode(self, pixels):
+        x = F.avg_pool2d(pixels[..., :3].movedim(-1, 1).float() * 2 - 1, 8)
+        return torch.einsum("oc,bchw->bohw", self.up, x)
+
+    def decode(self, z):
+        x = torch.einsum("co,bohw->bchw", self.down, z.float())
+        return ((F.interpolate(x, scale_factor=8, mode="bilinear") + 1) / 2).clamp(0, 1).movedim(1, -1)
+
+
+def _photo(width, height):
+    img = Image.open(PHOTO).convert("RGB").resize((width, height), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(img)).float()[None] / 255.0
+
+
+def test_odd_size_photo_comes_back_at_its_size(pack, nodes, golden, tiny):
+    estimation, _ = nodes
+    tensors, meta = golden
+    _, patched, _ = tiny
+    photo = _photo(700, 467)
+    out = estimation.JointDiTDepthEstimation.execute(patched, LinearVAE(), photo, 128, 2, 3, 2, "median", "turbo", positive=conditioning(tensors, meta))
+    depth, mask, colours, uncertainty, view = out.result
+    assert depth.shape == (1, 467, 700, 3) and mask.shape == (1, 467, 700) and colours.shape == (1, 467, 700, 3)
+    assert uncertainty.shape == (1, 467, 700) and view.shape == (1, 467, 700, 3)
+    assert torch.isfinite(depth).all() and depth.min() >= 0 and depth.max() <= 1 and depth.max() > depth.min()
+    assert uncertainty.min() >= 0 and uncertainty.max() > 0  # two seeds disagree somewhere
+
+
+def test_official_size_one_member_equals_the_joint_sampler_path(pack, nodes, golden, tiny):
+    estimation, _ = nodes
+    tensors, meta = golden
+    _, patched, _ = tiny
+    vae = LinearVAE()
+    photo = _photo(256, 256).repeat(2, 1, 1, 1)  # processing resolution 256 = the photo's size: no resize
+    photo[1] = photo[1].flip(1)
+    cond = conditioning(tensors, meta)
+    out = estimation.JointDiTDepthEstimation.execute(patched, vae, photo, 256, 1, 5, 2, "median", "gray", positive=cond)
+    # today's path: VAEEncode -> JointSampler (depth_estimation) -> DecodeDepth
+    latent = {"samples": vae.encode(photo)}
+    _, depth_latent = pack.sampler.JointSampler.execute(patched, cond, "depth_estimation", 5, 2, image=latent).result
+    reference = pack.depth.DecodeDepth.execute(vae, depth_latent, "auto", "gray", model=patched).result
+    assert torch.equal(out.result[0], reference[0]) and torch.equal(out.result[1], reference[1])
+    assert torch.equal(out.result[3], torch.zeros_like(out.result[3]))
+
+
+def test_progress_counts_every_member_and_cancel_stops(pack, nodes, golden, tiny):
+    import comfy.model_management as mm
+    import comfy.utils
+
+    estimation, _ = nodes
+    tensors, meta = golden
+    _, patched, _ = tiny
+    seen = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: seen.append((value, total)))
+    try:
+        estimation.JointDiTDepthEstimation.execute(patched, LinearVAE(), _photo(64, 48), 64, 3, 0, 2, "mean", "turbo", positive=conditioning(tensors, meta))
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    assert [v for v, _ in seen] == list(range(1, 7)) and {t for _, t in seen} == {6}
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            estimation.JointDiTDepthEstimation.execute(patched, LinearVAE(), _photo(64, 48), 64, 3, 0, 2, "mean", "turbo", positive=conditioning(tensors, meta))
+    finally:
+        mm.interrupt_current_processing(False)
+
+
+def test_no_prompt_is_a_clear_error(pack, nodes, tiny):
+    estimation, _ = nodes
+    with pytest.raises(ValueError, match="connect a prompt"):
+        estimation.JointDiTDepthEstimation.execute(tiny[1], LinearVAE(), _photo(64, 48), 64, 1, 0, 2, "median", "turbo")
+
+
+def test_resize_node_to_processing_size_and_back(pack, nodes):
+    estimation, _ = nodes
+    photo = _photo(700, 467)
+    small = estimation.JointDiTResize.execute(photo, 512).result[0]
+    assert small.shape == (1, 336, 512, 3)
+    back = estimation.JointDiTResize.execute(small, 512, size_of=photo).result[0]
+    assert back.shape == photo.shape
+
+
+@pytest.mark.parametrize("fmt", ["png16", "exr", "tiff", "npy"])
+def test_save_and_load_depth_nodes_round_trip(pack, nodes, tmp_path, monkeypatch, fmt):
+    import folder_paths
+
+    _, files = nodes
+    monkeypatch.setattr(folder_paths, "get_output_directory", lambda: str(tmp_path / "output"))
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path / "output" / "JointDiT"))
+    monkeypatch.setattr(folder_paths, "get_temp_directory", lambda: str(tmp_path / "temp"))
+    (tmp_path / "output").mkdir()
+    ramp = torch.linspace(0, 1, 37 * 53).reshape(1, 37, 53)
+    image = ramp[..., None].expand(1, 37, 53, 3).contiguous()
+    out = files.SaveDepth.execute(image, "JointDiT/depth", fmt)
+    written = sorted((tmp_path / "output" / "JointDiT").iterdir())
+    assert [p.name for p in written] == ["depth_00001_" + {"png16": ".png", "exr": ".exr", "tiff": ".tif", "npy": ".npy"}[fmt]]
+    assert out.ui is not None
+    loaded, valid = files.LoadDepth.execute(written[0].name, False).result
+    assert loaded.shape == (1, 37, 53, 3) and valid.shape == (1, 37, 53) and bool(valid.all())
+    step = 1 / 65535 / 2 + 1e-7 if fmt == "png16" else 0
+    assert (loaded[..., 0] - ramp).abs().max().item() <= step
