@@ -330,6 +330,7 @@ def _fit_view(nodes: list[dict], screen=(1780, 900), margin=(70, 110)) -> dict:
 THUMBNAILS = {
     "joint_generation": ("joint_generation", ("{}_rgb.png", "{}_depth_color.png")),
     "depth_estimation": ("depth_estimation", ("{}_input.png", "{}_depth_color.png")),
+    "depth_estimation_any_size": ("depth_estimation", ("{}_input.png", "{}_depth_color.png")),
     "depth_to_image": ("depth_to_image", ("{}_input_depth_color.png", "{}_rgb.png")),
 }
 THUMBNAIL_SIZE = 400
