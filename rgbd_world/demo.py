@@ -30,6 +30,7 @@ from PIL import Image
 from jointdit_core.depth import colorize
 from jointdit_core.images import unit_to_uint8
 
+from .cli import int_at_least
 from .dataset import normalized_disparity
 from .lift_eval import write_demo_lifts
 from .metrics import evaluate_disparity, mean_metrics
@@ -42,6 +43,9 @@ CAPTIONS = [
     "a small white cone in front of a large purple cube",
 ]
 DEPTH_ESTIMATION_START, DEPTH_TO_IMAGE_START = 0, 100  # offsets inside the test split
+TASK_FOLDERS = ("joint_generation", "depth_estimation", "depth_to_image", "3d")
+OWN_SUFFIXES = {".png", ".glb", ".ply"}  # what the demo writes into TASK_FOLDERS
+OWN_TOP_LEVEL = {"overview.png", "summary.json", "summary.md"}
 NEAR_DEPTH = 2.4  # median nearest z-depth of the world's scenes (metres), for the joint-generation cycle check
 
 
@@ -71,15 +75,54 @@ def sheet(rows: list[list[np.ndarray]], zoom: int = 3) -> Image.Image:
     return img.resize((img.width * zoom, img.height * zoom), Image.NEAREST)
 
 
+def clear_earlier_run(out: Path) -> int:
+    """Remove the files an earlier demo run wrote into ``out`` (so fewer scenes leave no stale ones).
+
+    Returns the number of files removed. Raises ValueError, removing nothing, when ``out`` is a file or
+    holds files or folders the demo does not write (nothing a user made is deleted).
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder")
+    if not out.exists():
+        return 0
+    own, foreign = [], []
+    for entry in out.iterdir():
+        if entry.is_dir() and entry.name in TASK_FOLDERS:
+            for f in entry.iterdir():
+                (own if f.is_file() and f.suffix in OWN_SUFFIXES else foreign).append(f)
+        else:
+            (own if entry.is_file() and entry.name in OWN_TOP_LEVEL else foreign).append(entry)
+    if foreign:
+        names = ", ".join(str(f.relative_to(out)) for f in sorted(foreign)[:5])
+        raise ValueError(f"--out {out} holds files the demo does not write ({names}); choose an empty or new folder, or move them")
+    for f in own:
+        f.unlink()
+    return len(own)
+
+
 def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: int = 20, seed: int = 0, count: int = 6, variant: str | None = None) -> dict:
-    """Run the three tasks and write everything under ``out``; returns the summary dict."""
+    """Run the three tasks and write everything under ``out``; returns the summary dict.
+
+    Files of an earlier demo run in ``out`` are replaced (see :func:`clear_earlier_run`).
+
+    Raises:
+        ValueError: ``count`` < 1 or beyond the test split, ``steps`` < 1, or an ``out`` with other files;
+        FileNotFoundError: no model in ``model_dir``.
+    """
+    from .scenes import split_indices
+
+    available = len(split_indices("test")) - DEPTH_ESTIMATION_START
+    if not (1 <= count <= available) or steps < 1:
+        raise ValueError(f"count must be 1..{available} (the held-out test scenes) and steps at least 1; got count={count}, steps={steps}")
     t_start = time.time()
     out = Path(out)
-    for sub in ("joint_generation", "depth_estimation", "depth_to_image"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
     stack = load_stack(model_dir, variant)
-    timings = {"load": round(time.time() - t0, 2)}
+    cleared = clear_earlier_run(out)
+    if cleared:
+        print(f"replacing the {cleared} files of an earlier demo run in {out}/")
+    for sub in TASK_FOLDERS[:3]:
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    timings = {"load": round(time.time() - t_start, 2)}
     summary = {"model": str(model_dir), "variant": stack.variant, "asw_strength": stack.asw_strength, "steps": steps, "seed": seed, "guidance": stack.guidance}
     files: list[str] = []
     overview: list[list[np.ndarray]] = []
@@ -218,15 +261,18 @@ def summary_markdown(s: dict) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m rgbd_world.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="demo_output", help="folder to write")
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder (python -m rgbd_world.recipe)")
     p.add_argument("--variant", default=None, help="addon variant in model.json (default: uts_asw)")
-    p.add_argument("--steps", type=int, default=20, help="Euler steps per task (official 20)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--count", type=int, default=6, help="held-out scenes for depth estimation")
+    p.add_argument("--steps", type=int_at_least(1), default=20, help="Euler steps per task (official 20)")
+    p.add_argument("--seed", type=int_at_least(0), default=0)
+    p.add_argument("--count", type=int_at_least(1), default=6, help="held-out scenes for depth estimation")
     a = p.parse_args(argv)
-    s = run_demo(a.out, a.model, a.steps, a.seed, a.count, a.variant)
+    try:
+        s = run_demo(a.out, a.model, a.steps, a.seed, a.count, a.variant)
+    except (ValueError, FileNotFoundError) as exc:
+        p.error(str(exc))
     de = s["depth_estimation"]
     print(
         f"depth estimation on {len(de['scenes'])} held-out scenes: AbsRel {de['mean']['abs_rel']:.3f}, delta1 {de['mean']['delta1']:.3f} "

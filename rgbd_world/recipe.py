@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+from .cli import int_at_least
+
 STAGES = ("data", "text", "ae", "cache", "base", "addons", "manifest")
 CONFIG = Path(__file__).resolve().parent / "configs" / "jointdit_small.toml"
 SHIPPED_MODEL = Path(__file__).resolve().parent / "model"
@@ -233,17 +235,6 @@ def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES
     return {"sizes": sizes, "log": log}
 
 
-def _non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rgbd_world.recipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="model folder to write (default build/rgbd_world/model, build/rgbd_world/quick/model with --quick)")
@@ -251,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a usable model (never written into rgbd_world/model)")
     p.add_argument("--replace-shipped-model", action="store_true", help="allow --out rgbd_world/model: replace the shipped model (full runs only)")
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="run only these stages (in the fixed order)")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--side-by-side", action="store_true", help="train the three addon variants at once, one thread each (faster on a multi-core CPU)")
     return p
 

@@ -155,7 +155,9 @@ def held_out_scenes(count: int, start: int = 0, size: int = 64):
     """Held-out scenes ``split_indices("test")[start:start+count]`` (rgbd_world.scenes.Scene objects)."""
     from .scenes import scene, split_indices
 
+    from tqdm.auto import tqdm
+
     indices = split_indices("test")[start : start + count]
     if len(indices) < count:
         raise ValueError(f"the test split has {len(split_indices('test'))} scenes; start={start} count={count} is outside it")
-    return [scene(i, size=size) for i in indices]
+    return [scene(i, size=size) for i in tqdm(indices, desc="rendering held-out scenes", disable=count < 50)]
