@@ -33,7 +33,7 @@ DEPTH_FORMATS = ("npy", "png16")
 
 def normalized_disparity(depth: np.ndarray) -> np.ndarray:
     """Metric z-depth (H, W) > 0 -> disparity 1/depth min-max normalised to [0, 1] (near = 1),
-    float32, via jointdit_core.depth (the convention the model trains on, spec section 6)."""
+    float32, via jointdit_core.depth (the convention the model trains on, method §6)."""
     from jointdit_core.depth import depth_to_disparity, normalize_disparity
 
     return normalize_disparity(depth_to_disparity(torch.from_numpy(depth))).numpy()

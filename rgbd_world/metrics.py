@@ -1,7 +1,7 @@
 """Relative-depth metrics for the RGB-D world: AbsRel and delta1 after least-squares alignment.
 
 Protocol (affine-invariant disparity, as Depth-Anything / MiDaS evaluate relative disparity; the
-metrics are those of Marigold and the JointDiT paper, spec section 8):
+metrics are those of Marigold and the JointDiT paper, docs/method.md §9):
 
 1. valid pixels: ground-truth z-depth below the world's backdrop distance ``FAR`` (the sky is
    excluded: it has no finite depth in a real scene);

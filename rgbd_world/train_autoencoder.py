@@ -3,7 +3,7 @@
     python -m rgbd_world.train_autoencoder --data DATASET_DIR --out MODEL_DIR/ae.safetensors [--steps N]
 
 One network encodes both scene images and depth maps (3-channel disparity in [-1, 1], the JointDiT
-convention, spec section 6), as FLUX.1's autoencoder does for JointDiT. Loss: L1 reconstruction of a
+convention, method §6), as FLUX.1's autoencoder does for JointDiT. Loss: L1 reconstruction of a
 posterior sample, plus an L1 term on the chroma (each channel minus the pixel's channel mean), plus a
 small KL term (a KL-regularised autoencoder like FLUX.1's). The chroma term matters: the scenes' green-
 magenta colour axis has a third of the variance of the blue-orange one (sky against floor), and with

@@ -1,4 +1,4 @@
-"""Unbalanced timestep sampling against spec section 7: scenario frequencies and distribution quantiles."""
+"""Unbalanced timestep sampling against the paper's recipe (docs/method.md §7): scenario frequencies and distribution quantiles."""
 
 import math
 
