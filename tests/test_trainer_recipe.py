@@ -31,7 +31,7 @@ def test_quick_writes_under_build_never_into_the_shipped_model(capsys):
 
 
 def test_bad_options_are_usage_errors(capsys, tmp_path):
-    assert "argument --seed: must be >= 0, got -1" in _usage_error(capsys, ["--seed", "-1"])
+    assert "argument --seed: must be at least 0, got -1" in _usage_error(capsys, ["--seed", "-1"])
     assert "argument --seed: 'x' is not an integer" in _usage_error(capsys, ["--seed", "x"])
     assert "invalid choice: 'adons'" in _usage_error(capsys, ["--stages", "adons"])
     assert "expected at least one argument" in _usage_error(capsys, ["--stages"])

@@ -90,12 +90,18 @@ def test_progress_counts_every_member_and_cancel_stops(pack, nodes, golden, tiny
     estimation, _ = nodes
     tensors, meta = golden
     _, patched, _ = tiny
-    seen = []
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: seen.append((value, total)))
+    seen = []  # every update the node makes (newer ComfyUI throttles what reaches the frontend's hook)
+    update_absolute = comfy.utils.ProgressBar.update_absolute
+
+    def spy(bar, value, total=None, preview=None):
+        seen.append((value, total))
+        return update_absolute(bar, value, total, preview)
+
+    comfy.utils.ProgressBar.update_absolute = spy
     try:
         estimation.JointDiTDepthEstimation.execute(patched, LinearVAE(), _photo(64, 48), 64, 3, 0, 2, "mean", "turbo", positive=conditioning(tensors, meta))
     finally:
-        comfy.utils.set_progress_bar_global_hook(None)
+        comfy.utils.ProgressBar.update_absolute = update_absolute
     assert [v for v, _ in seen] == list(range(1, 7)) and {t for _, t in seen} == {6}
     mm.interrupt_current_processing(True)
     try:
