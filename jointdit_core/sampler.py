@@ -247,7 +247,7 @@ def check_mask(mask: Tensor | None, latent: Tensor, name: str) -> Tensor | None:
     return mask
 
 
-def _blend(x: Tensor, kept: Tensor, mask: Tensor | None) -> Tensor:
+def keep_unmasked(x: Tensor, kept: Tensor, mask: Tensor | None) -> Tensor:
     """``x * mask + kept * (1 - mask)``: exactly ``kept`` where the mask is 0, exactly ``x`` where it is 1."""
     return x if mask is None else x * mask + kept * (1 - mask)
 
@@ -320,9 +320,9 @@ def sample(
         if plan.depth_held:
             x_depth = _noised(s_depth, clean_depth, noise_depth, "depth")
         if rgb_mask is not None:
-            x_rgb = _blend(x_rgb, _noised(s_rgb, clean_rgb, noise_rgb, "rgb"), rgb_mask)
+            x_rgb = keep_unmasked(x_rgb, _noised(s_rgb, clean_rgb, noise_rgb, "rgb"), rgb_mask)
         if depth_mask is not None:
-            x_depth = _blend(x_depth, _noised(s_depth, clean_depth, noise_depth, "depth"), depth_mask)
+            x_depth = keep_unmasked(x_depth, _noised(s_depth, clean_depth, noise_depth, "depth"), depth_mask)
         t_rgb = torch.full((pairs,), s_rgb, dtype=x_rgb.dtype, device=x_rgb.device)
         t_depth = torch.full((pairs,), s_depth, dtype=x_depth.dtype, device=x_depth.device)
         v_rgb, v_depth = velocity_fn(x_rgb, x_depth, t_rgb, t_depth)
@@ -330,9 +330,9 @@ def sample(
         x_depth = x_depth + (depth_sigmas[i + 1] - s_depth) * v_depth
         if i == plan.steps - 1:  # the kept part ends exactly at the clean latent (noised to a non-zero end level)
             if rgb_mask is not None:
-                x_rgb = _blend(x_rgb, _noised(rgb_sigmas[-1], clean_rgb, noise_rgb, "rgb"), rgb_mask)
+                x_rgb = keep_unmasked(x_rgb, _noised(rgb_sigmas[-1], clean_rgb, noise_rgb, "rgb"), rgb_mask)
             if depth_mask is not None:
-                x_depth = _blend(x_depth, _noised(depth_sigmas[-1], clean_depth, noise_depth, "depth"), depth_mask)
+                x_depth = keep_unmasked(x_depth, _noised(depth_sigmas[-1], clean_depth, noise_depth, "depth"), depth_mask)
         if callback is not None:
             callback(SamplerStep(i, plan.steps, rgb_sigmas[i + 1], depth_sigmas[i + 1], x_rgb, x_depth, v_rgb, v_depth))
     return x_rgb, x_depth
