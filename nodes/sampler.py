@@ -194,8 +194,8 @@ def _latent(latent: dict | None, name: str) -> torch.Tensor | None:
 def _noise_mask(latent: dict | None, z: torch.Tensor | None, name: str) -> torch.Tensor | None:
     """The ``noise_mask`` of the ``name`` LATENT (SetLatentNoiseMask; 1 = regenerate) resized to ``z``'s latent size.
 
-    Accepted: (H, W), (B, H, W) or (B, 1, H, W) with B 1 or the LATENT's batch, at the image's pixel size
-    (H = 8 h) or at the latent size; it is resized as ComfyUI's KSampler does (``comfy.utils.reshape_mask``:
+    Accepted: (H, W), (B, H, W) or (B, 1, H, W) with B 1 or the LATENT's batch, of the image's aspect ratio
+    (its pixel size H = 8 h, the latent size, or a photo's original size); it is resized as ComfyUI's KSampler does (``comfy.utils.reshape_mask``:
     bilinear to (h, w), repeated over the 16 channels and the batch).
 
     Returns:
@@ -212,11 +212,12 @@ def _noise_mask(latent: dict | None, z: torch.Tensor | None, name: str) -> torch
         mask = mask[None]
     if mask.ndim == 4 and mask.shape[1] == 1:
         mask = mask[:, 0]
-    if mask.ndim != 3 or mask.shape[0] not in (1, batch) or tuple(mask.shape[-2:]) not in ((h * 8, w * 8), (h, w)):
+    same_aspect = mask.ndim == 3 and abs(mask.shape[-2] / mask.shape[-1] - h / w) <= 0.5 / min(h, w)
+    if not same_aspect or mask.shape[0] not in (1, batch):
         raise ValueError(
             f"the {name} LATENT's noise_mask has shape {tuple(mask.shape)}; it needs (batch, height, width) with batch 1 or "
-            f"{batch} and the image size {w * 8}x{h * 8} (or the latent size {w}x{h}): make the mask from the same image "
-            "(e.g. scale it with the image) before SetLatentNoiseMask"
+            f"{batch} and the image's aspect ratio ({w * 8}x{h * 8}, or any size of that shape): make the mask from the same "
+            "image (scale it with the image) before SetLatentNoiseMask"
         )
     if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
         raise ValueError(f"the {name} LATENT's noise_mask must hold values in [0, 1] (1 = regenerate); it has values outside that range or NaN")

@@ -60,6 +60,9 @@ def test_masks_are_honoured_per_branch(pack, golden, tiny):
     assert (depth[..., left] - _z(2)[..., left]).abs().max() > 1e-3
     plain_depth = _run(pack, patched, pos, "depth_estimation", {"samples": _z(1)})[1]
     assert (depth[..., left] - plain_depth[..., left]).abs().max() > 1e-4  # the kept depth steers the filled part
+    # a mask at another size of the same aspect ratio (the photo before resizing) is resized like KSampler does
+    big = torch.nn.functional.interpolate(_left_half()[None], size=(96, 96), mode="nearest")[0]
+    assert torch.equal(_run(pack, patched, pos, "depth_estimation", {"samples": _z(1)}, {"samples": _z(2), "noise_mask": big})[1], depth)
     # inpainting the image only (latent-size mask, batch of 2): the depth branch is generated from noise everywhere
     rgb, depth = _run(pack, patched, pos, "joint_generation", {"samples": _z(1, 2), "noise_mask": _left_half(1, pixels=False)})
     assert torch.equal(rgb[..., right], _z(1, 2)[..., right]) and (rgb[..., left] - _z(1, 2)[..., left]).abs().max() > 1e-3
@@ -69,7 +72,8 @@ def test_masks_are_honoured_per_branch(pack, golden, tiny):
 @pytest.mark.parametrize(
     "mask, match",
     [
-        (torch.ones(1, 40, 40), "noise_mask has shape"),  # neither the image nor the latent size
+        (torch.ones(1, 40, 64), "aspect ratio"),  # another shape than the image
+        (torch.ones(64, 64, 64, 1), "noise_mask has shape"),
         (torch.ones(3, 64, 64), "batch 1 or 2"),  # batch 3 for a batch of 2
         (torch.ones(1, 2, 64, 64), "noise_mask has shape"),
         (torch.full((1, 64, 64), 1.5), r"\[0, 1\]"),
