@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from .latents import check_latent_size, image_ids, pack, unpack
 from .model import JointDiT
-from .sampler import BranchLevels, SamplerStep, plan_sampling, sample, seeded_noise
+from .sampler import BranchLevels, SamplerStep, check_mask, plan_sampling, sample, seeded_noise
 
 
 @torch.no_grad()
@@ -29,6 +29,8 @@ def generate(
     guidance: float = 3.5,
     asw_strength: float = 1.0,
     levels: tuple[BranchLevels, BranchLevels] | None = None,
+    rgb_mask: Tensor | None = None,
+    depth_mask: Tensor | None = None,
     callback: Callable[[SamplerStep], None] | None = None,
     progress: bool = True,
 ) -> tuple[Tensor, Tensor]:
@@ -50,12 +52,17 @@ def generate(
         guidance: FLUX.1-dev distilled guidance (official 3.5).
         asw_strength: adaptive scheduling weights, 1.0 official, 0.0 off.
         levels: custom (rgb, depth) :class:`BranchLevels`, e.g. image-to-image with a partly noised rgb row.
+        rgb_mask, depth_mask: (P or 1, 1 or 16, H/8, W/8) float masks in latent space, 1 = regenerate,
+            0 = keep that branch's given latent (inpainting, outpainting, depth completion: e.g. task
+            "depth_estimation" with ``depth_latent`` and a ``depth_mask`` of 1 where the depth is missing).
+            A masked branch needs its latent; its kept part is returned exactly (see
+            :func:`~jointdit_core.sampler.sample` for the blending). Resize pixel masks to the latent size first.
         callback: per-step :class:`SamplerStep` (after the update); progress: show a tqdm bar.
     Returns:
         (rgb latents, depth latents), each (P, 16, H/8, W/8) float32 on the model's device.
     Raises:
         ValueError: missing latents for the task, mismatched latent sizes or batches, odd latent sizes,
-            an unknown task or schedule (see :func:`~jointdit_core.sampler.plan_sampling`).
+            a mask that does not fit its latent or comes without it or on a held branch, an unknown task or schedule (see :func:`~jointdit_core.sampler.plan_sampling`).
     """
     given = [z for z in (rgb_latent, depth_latent) if z is not None]
     if len(given) == 2 and given[0].shape != given[1].shape:
@@ -78,6 +85,11 @@ def generate(
     plan.check_latents(rgb_latent is not None, depth_latent is not None)
     noise_rgb, noise_depth = (pack(n) for n in seeded_noise(seed, (pairs, channels, height, width), dtype=dtype, device=device))
     clean = [None if z is None else pack(z.to(device, dtype)) for z in (rgb_latent, depth_latent)]
+    masks = {}
+    for name, mask in (("rgb", rgb_mask), ("depth", depth_mask)):
+        if mask is not None:
+            full = torch.empty((pairs, channels, height, width), device=device, dtype=dtype)
+            masks[f"{name}_mask"] = pack(check_mask(mask, full, name).expand_as(full))
     ids = image_ids(pairs, height, width, device=device, dtype=dtype)
     g = torch.full((pairs,), guidance, device=device, dtype=dtype)
 
@@ -92,7 +104,7 @@ def generate(
             callback(step)
 
     try:
-        x_rgb, x_depth = sample(velocity, plan.rgb_sigmas, plan.depth_sigmas, noise_rgb, noise_depth, *clean, callback=on_step)
+        x_rgb, x_depth = sample(velocity, plan.rgb_sigmas, plan.depth_sigmas, noise_rgb, noise_depth, *clean, callback=on_step, **masks)
     finally:
         bar.close()
     return unpack(x_rgb, height, width).float(), unpack(x_depth, height, width).float()

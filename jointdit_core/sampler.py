@@ -6,7 +6,8 @@ schedule is constant is *held*: before every step it is reset to ``(1 - s) * cle
 (s = 0: the clean condition), as the official conditional loop does (kaist-ami/JointDiT; docs/method.md §5).
 
 :func:`plan_sampling` plans both branches once (task or levels, steps, schedule, token count, optional
-SIGMAS) into a :class:`SamplingPlan`; :func:`sample` runs the Euler loop on any two schedules.
+SIGMAS) into a :class:`SamplingPlan`; :func:`sample` runs the Euler loop on any two schedules, with an
+optional mask per branch (inpainting, outpainting, depth completion; see :func:`sample`).
 """
 
 from __future__ import annotations
@@ -217,6 +218,40 @@ def _noised(level: float, clean: Tensor | None, noise: Tensor, name: str) -> Ten
     return (1 - level) * clean + level * noise
 
 
+def check_mask(mask: Tensor | None, latent: Tensor, name: str) -> Tensor | None:
+    """A branch's mask (1 = regenerate, 0 = keep the given latent) checked against that branch's latent.
+
+    Args:
+        mask: same number of dims as ``latent`` (e.g. (P or 1, 1 or C, h, w) for image latents, or
+            (P or 1, L, 1 or D) for packed tokens); every dim is 1 (broadcast) or the latent's size.
+            Float values in [0, 1]; fractional values blend softly. None: no mask.
+        latent: the branch's (P, ...) latent (or noise), giving the shape.
+        name: "rgb" or "depth", for the messages.
+    Returns:
+        the mask as a float tensor of ``latent``'s dtype and device, or None.
+    Raises:
+        ValueError: a mask whose dims or sizes do not fit the latent (resize it to the latent size
+            first, e.g. ``torch.nn.functional.interpolate`` to (h, w)), or values outside [0, 1] / NaN.
+    """
+    if mask is None:
+        return None
+    mask = torch.as_tensor(mask)
+    if mask.ndim != latent.ndim or any(m not in (1, n) for m, n in zip(mask.shape, latent.shape)):
+        raise ValueError(
+            f"the {name} mask has shape {tuple(mask.shape)} but the {name} latent is {tuple(latent.shape)}: the mask needs "
+            f"{latent.ndim} dims, each 1 or the latent's size (batch 1 or {latent.shape[0]}); resize it to the latent size first"
+        )
+    mask = mask.to(device=latent.device, dtype=latent.dtype)
+    if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
+        raise ValueError(f"the {name} mask must hold values in [0, 1] (1 = regenerate, 0 = keep); it has values outside that range or NaN")
+    return mask
+
+
+def keep_unmasked(x: Tensor, kept: Tensor, mask: Tensor | None) -> Tensor:
+    """``x * mask + kept * (1 - mask)``: exactly ``kept`` where the mask is 0, exactly ``x`` where it is 1."""
+    return x if mask is None else x * mask + kept * (1 - mask)
+
+
 def sample(
     velocity_fn: VelocityFn,
     rgb_sigmas: Sequence[float],
@@ -226,8 +261,23 @@ def sample(
     clean_rgb: Tensor | None = None,
     clean_depth: Tensor | None = None,
     callback: Callable[[SamplerStep], None] | None = None,
+    *,
+    rgb_mask: Tensor | None = None,
+    depth_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Euler steps ``x <- x + (s_next - s) * v`` per branch (rectified flow, as the official sampler; method §5).
+
+    Masks (inpainting, outpainting, depth completion): a branch with a mask ``m`` (1 = regenerate,
+    0 = keep) regenerates only where ``m`` is 1. Before every model call its unmasked part is reset to
+    the given clean latent noised to that step's sigma of the branch, as ComfyUI's samplers do with a
+    ``denoise_mask`` (``KSamplerX0Inpaint``)::
+
+        x = x * m + ((1 - s) * clean + s * noise) * (1 - m)
+
+    and after the last step the same blend at the branch's end level (``x * m + clean * (1 - m)`` for
+    the usual end level 0), so where ``m`` is 0 the output is exactly ``clean``; where ``m`` is 1 everything is as without a mask (an all-ones mask gives the unmasked
+    result exactly). The masked branch still follows its own schedule (e.g. 1 -> 0) and needs its
+    clean latent. A held branch cannot take a mask (it regenerates nothing).
 
     Args:
         velocity_fn: ``(x_rgb, x_depth, sigma_rgb (P,), sigma_depth (P,)) -> (v_rgb, v_depth)``.
@@ -237,14 +287,28 @@ def sample(
         clean_rgb, clean_depth: (P, ...) clean latents; needed by a branch that starts below 1 or is held.
         callback: called after every step with a :class:`SamplerStep` (progress, previews, interruption
             by raising).
+        rgb_mask, depth_mask: optional per-branch masks in the latent layout (see :func:`check_mask`),
+            1 = regenerate, 0 = keep the clean latent.
     Returns:
         (x_rgb, x_depth) at the end levels; a held branch is returned as its held value.
     Raises:
-        ValueError: invalid schedules (see :class:`SamplingPlan`), a missing clean latent, or a clean
-            latent of another shape than the noise.
+        ValueError: invalid schedules (see :class:`SamplingPlan`), a missing clean latent, a clean
+            latent of another shape than the noise, a mask that does not fit (see :func:`check_mask`),
+            a mask without its clean latent or on a held branch.
     """
     plan = SamplingPlan("custom", rgb_sigmas, depth_sigmas)
     plan.check_latents(clean_rgb is not None, clean_depth is not None)
+    rgb_mask, depth_mask = check_mask(rgb_mask, noise_rgb, "rgb"), check_mask(depth_mask, noise_depth, "depth")
+    for name, mask, clean, held in (("rgb", rgb_mask, clean_rgb, plan.rgb_held), ("depth", depth_mask, clean_depth, plan.depth_held)):
+        if mask is None:
+            continue
+        if clean is None:
+            raise ValueError(f"a {name} mask needs the {name} latent to keep outside the mask; give the clean {name} latent")
+        if held:
+            raise ValueError(
+                f"the {name} branch is held (a condition), so a {name} mask has nothing to regenerate; generate that branch "
+                "(its schedule going to 0, e.g. joint generation) or remove the mask"
+            )
     rgb_sigmas, depth_sigmas = plan.rgb_sigmas, plan.depth_sigmas
     x_rgb = _noised(rgb_sigmas[0], clean_rgb, noise_rgb, "rgb")
     x_depth = _noised(depth_sigmas[0], clean_depth, noise_depth, "depth")
@@ -255,11 +319,20 @@ def sample(
             x_rgb = _noised(s_rgb, clean_rgb, noise_rgb, "rgb")
         if plan.depth_held:
             x_depth = _noised(s_depth, clean_depth, noise_depth, "depth")
+        if rgb_mask is not None:
+            x_rgb = keep_unmasked(x_rgb, _noised(s_rgb, clean_rgb, noise_rgb, "rgb"), rgb_mask)
+        if depth_mask is not None:
+            x_depth = keep_unmasked(x_depth, _noised(s_depth, clean_depth, noise_depth, "depth"), depth_mask)
         t_rgb = torch.full((pairs,), s_rgb, dtype=x_rgb.dtype, device=x_rgb.device)
         t_depth = torch.full((pairs,), s_depth, dtype=x_depth.dtype, device=x_depth.device)
         v_rgb, v_depth = velocity_fn(x_rgb, x_depth, t_rgb, t_depth)
         x_rgb = x_rgb + (rgb_sigmas[i + 1] - s_rgb) * v_rgb
         x_depth = x_depth + (depth_sigmas[i + 1] - s_depth) * v_depth
+        if i == plan.steps - 1:  # the kept part ends exactly at the clean latent (noised to a non-zero end level)
+            if rgb_mask is not None:
+                x_rgb = keep_unmasked(x_rgb, _noised(rgb_sigmas[-1], clean_rgb, noise_rgb, "rgb"), rgb_mask)
+            if depth_mask is not None:
+                x_depth = keep_unmasked(x_depth, _noised(depth_sigmas[-1], clean_depth, noise_depth, "depth"), depth_mask)
         if callback is not None:
             callback(SamplerStep(i, plan.steps, rgb_sigmas[i + 1], depth_sigmas[i + 1], x_rgb, x_depth, v_rgb, v_depth))
     return x_rgb, x_depth

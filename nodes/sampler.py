@@ -19,11 +19,12 @@ import logging
 
 import comfy.model_management
 import comfy.samplers
+import comfy.utils
 import latent_preview
 import torch
 from comfy_api.latest import io
 
-from jointdit_core.sampler import SCHEDULES, TASKS, BranchLevels, plan_sampling, sample, seeded_noise
+from jointdit_core.sampler import SCHEDULES, TASKS, BranchLevels, keep_unmasked, plan_sampling, sample, seeded_noise
 from .model_patch import RUN_KEY, JointRun, jointdit_info
 from .node_options import advanced, schema_options
 
@@ -69,6 +70,8 @@ def sample_joint(
     asw_strength: float = 1.0,
     seed: int = 0,
     callback=None,
+    rgb_mask: torch.Tensor | None = None,
+    depth_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample P rgb/depth pairs with a MODEL patched by LoadJointDiT.
 
@@ -84,6 +87,9 @@ def sample_joint(
         asw_strength: adaptive scheduling weights, 1 official, 0 off.
         callback: ``callback(step, x0, x, total_steps)`` as from ``latent_preview.prepare_callback``; it gets
             the rgb rows, or the depth rows when the rgb branch is held.
+        rgb_mask, depth_mask: (P or 1, 1 or 16, h, w) masks in latent space (1 = regenerate, 0 = keep that
+            branch's clean latent), see :func:`jointdit_core.sampler.sample`; the kept part of the output is
+            exactly the given LATENT (blended again in VAE space after ComfyUI's ``process_latent_out``).
     Returns:
         (rgb, depth) latents (P, 16, h, w) float32 in VAE space, on ComfyUI's intermediate device.
     Raises:
@@ -103,6 +109,7 @@ def sample_joint(
     guider.inner_set_conds({"positive": positive} if negative is None else {"positive": positive, "negative": negative})
     guider.set_cfg(cfg)
     latent_in = model.model.process_latent_in
+    given_rgb, given_depth = clean_rgb, clean_depth
     clean_rgb = None if clean_rgb is None else latent_in(clean_rgb.float())
     clean_depth = None if clean_depth is None else latent_in(clean_depth.float())
     preview_depth = len(set(float(s) for s in rgb_sigmas)) == 1
@@ -129,6 +136,8 @@ def sample_joint(
             None if clean_rgb is None else clean_rgb.to(device),
             None if clean_depth is None else clean_depth.to(device),
             callback=step_callback,
+            rgb_mask=None if rgb_mask is None else rgb_mask.to(device),
+            depth_mask=None if depth_mask is None else depth_mask.to(device),
         )
         return torch.cat([x_rgb, x_depth])
 
@@ -136,7 +145,13 @@ def sample_joint(
     main_sigmas = torch.tensor(depth_sigmas if preview_depth else rgb_sigmas, dtype=torch.float32)
     out = guider.sample(noise, torch.zeros_like(noise), JointEulerSampler(body), main_sigmas, callback=callback, disable_pbar=True, seed=seed)
     out = out.to(comfy.model_management.intermediate_device())
-    return out[:pairs], out[pairs:]
+    rgb, depth = out[:pairs], out[pairs:]
+    # process_latent_out(process_latent_in(z)) is z only up to rounding: keep the unmasked part exactly
+    if rgb_mask is not None:
+        rgb = keep_unmasked(rgb, given_rgb.float().to(rgb), rgb_mask.to(rgb))
+    if depth_mask is not None:
+        depth = keep_unmasked(depth, given_depth.float().to(depth), depth_mask.to(depth))
+    return rgb, depth
 
 
 def _latent(latent: dict | None, name: str) -> torch.Tensor | None:
@@ -174,6 +189,39 @@ def _latent(latent: dict | None, name: str) -> torch.Tensor | None:
             "fp16 that overflowed, a math node dividing by 0)"
         )
     return z
+
+
+def _noise_mask(latent: dict | None, z: torch.Tensor | None, name: str) -> torch.Tensor | None:
+    """The ``noise_mask`` of the ``name`` LATENT (SetLatentNoiseMask; 1 = regenerate) resized to ``z``'s latent size.
+
+    Accepted: (H, W), (B, H, W) or (B, 1, H, W) with B 1 or the LATENT's batch, of the image's aspect ratio
+    (its pixel size H = 8 h, the latent size, or a photo's original size); it is resized as ComfyUI's KSampler does (``comfy.utils.reshape_mask``:
+    bilinear to (h, w), repeated over the 16 channels and the batch).
+
+    Returns:
+        (B, 16, h, w) float32 mask in [0, 1], or None when the LATENT has no ``noise_mask``.
+    Raises:
+        ValueError: a mask of another size, batch or number of dims, or with values outside [0, 1] / NaN.
+    """
+    mask = None if latent is None else latent.get("noise_mask")
+    if mask is None or z is None:
+        return None
+    mask = torch.as_tensor(mask).float()
+    batch, h, w = z.shape[0], z.shape[-2], z.shape[-1]
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim == 4 and mask.shape[1] == 1:
+        mask = mask[:, 0]
+    same_aspect = mask.ndim == 3 and abs(mask.shape[-2] / mask.shape[-1] - h / w) <= 0.5 / min(h, w)
+    if not same_aspect or mask.shape[0] not in (1, batch):
+        raise ValueError(
+            f"the {name} LATENT's noise_mask has shape {tuple(mask.shape)}; it needs (batch, height, width) with batch 1 or "
+            f"{batch} and the image's aspect ratio ({w * 8}x{h * 8}, or any size of that shape): make the mask from the same "
+            "image (scale it with the image) before SetLatentNoiseMask"
+        )
+    if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
+        raise ValueError(f"the {name} LATENT's noise_mask must hold values in [0, 1] (1 = regenerate); it has values outside that range or NaN")
+    return comfy.utils.reshape_mask(mask, (batch, LATENT_CHANNELS, h, w)).clamp(0, 1)
 
 
 def _match_batches(image: torch.Tensor | None, depth: torch.Tensor | None):
@@ -220,7 +268,9 @@ def run_joint_sampler(
         ValueError: a LATENT that is not usable (see :func:`_latent`), a latent the task needs but that is
             not connected, no latent to take the size from, or what the plan and :func:`sample_joint` raise.
     """
-    image_z, depth_z = _match_batches(_latent(image, "image"), _latent(depth, "depth"))
+    image_z, depth_z = _latent(image, "image"), _latent(depth, "depth")
+    image_mask, depth_mask = _noise_mask(image, image_z, "image"), _noise_mask(depth, depth_z, "depth")
+    image_z, depth_z = _match_batches(image_z, depth_z)
     reference = image_z if image_z is not None else depth_z
     shape = tuple(reference.shape) if reference is not None else shape
     plan_options = dict(
@@ -236,11 +286,19 @@ def run_joint_sampler(
             raise ValueError(f"task {task!r} holds the {branch} branch or starts it below pure noise: connect {source}")
     if shape is None:
         raise ValueError(NEEDS_EMPTY_LATENT)
+    for branch, held, mask, name in (("rgb", plan.rgb_held, image_mask, "image"), ("depth", plan.depth_held, depth_mask, "depth")):
+        if held and mask is not None:
+            raise ValueError(
+                f"the {name} LATENT has a noise_mask (SetLatentNoiseMask) but task {task!r} holds the {branch} branch as a clean "
+                f"condition, so nothing of it is regenerated: remove the mask, or use a task that generates the {branch} branch "
+                "(joint_generation for inpainting both; depth_estimation with a masked depth LATENT for depth completion)"
+            )
     noise_rgb, noise_depth = seeded_noise(seed, shape)
     rgb, depth_out = sample_joint(
         model, positive, plan.rgb_sigmas, plan.depth_sigmas, noise_rgb, noise_depth,
-        image_z if plan.needs_rgb_latent else None, depth_z if plan.needs_depth_latent else None,
-        negative=negative, cfg=cfg, asw_strength=asw_strength, seed=seed,
+        image_z if plan.needs_rgb_latent or image_mask is not None else None,
+        depth_z if plan.needs_depth_latent or depth_mask is not None else None,
+        negative=negative, cfg=cfg, asw_strength=asw_strength, seed=seed, rgb_mask=image_mask, depth_mask=depth_mask,
         callback=latent_preview.prepare_callback(model, plan.steps),
     )
     return io.NodeOutput({"samples": rgb}, {"samples": depth_out})

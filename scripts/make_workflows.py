@@ -135,6 +135,50 @@ WORKFLOWS = {
 }
 
 
+def _scaled_mask(first: int, mask) -> dict:
+    """MASK -> image -> the photo's ImageScale -> MASK, as nodes ``first`` .. ``first + 2`` (mask and image stay aligned)."""
+    a, b, c = (str(first + i) for i in range(3))
+    return {
+        a: _node("MaskToImage", "Mask as image", mask=mask),
+        b: _node("ImageScale", "Resize the mask like the photo", image=[a, 0], upscale_method="nearest-exact", width=512, height=512, crop="center"),
+        c: _node("ImageToMask", "Mask (1 = regenerate)", image=[b, 0], channel="red"),
+    }
+
+
+# Masks (issue 14): a LATENT's noise_mask (SetLatentNoiseMask, 1 = regenerate) is honoured per branch by JointSampler.
+WORKFLOWS["inpaint_rgbd"] = {  # repaint a region of a photo (paint the mask on Load Image) and get the matching depth
+    **_common("a large potted plant"),
+    **_photo(7),
+    **_scaled_mask(10, ["7", 1]),
+    "13": _node("SetLatentNoiseMask", "Photo: regenerate inside the mask", samples=["9", 0], mask=["12", 0]),
+    "14": _node("CLIPTextEncode", "Depth-estimation prompt (a single space)", text=" ", clip=["3", 0]),
+    "15": _node("FluxGuidance", "Guidance 3.5", conditioning=["14", 0], guidance=3.5),
+    "16": _sampler("depth_estimation", positive=("15", 0), image=["9", 0]),
+    "17": _node("SetLatentNoiseMask", "Depth: regenerate inside the mask", samples=["16", 1], mask=["12", 0]),
+    "18": _sampler("joint_generation", image=["13", 0], depth=["17", 0]),
+    "19": _node("VAEDecode", "Decode image", samples=["18", 0], vae=["6", 0]),
+    "20": _decode_depth(["18", 1]),
+    "21": _node("SaveImage", "Save image", images=["19", 0], filename_prefix="JointDiT/inpaint_rgb"),
+    "22": _node("SaveImage", "Save depth", images=["20", 0], filename_prefix="JointDiT/inpaint_depth"),
+    "23": _node("PreviewImage", "Depth (colour)", images=["20", 2]),
+}
+# Depth completion: the photo held clean, the depth generated where it is missing. Load a depth map (near = bright)
+# whose missing pixels are transparent: Load Image's MASK is 1 there.
+WORKFLOWS["depth_completion"] = {
+    **_common(" "),
+    **_photo(7),
+    "10": _node("LoadImage", "Sparse depth map (transparent = missing)", image="sparse_depth.png"),
+    "11": _node("ImageScale", "Resize the depth like the photo", image=["10", 0], upscale_method="nearest-exact", width=512, height=512, crop="center"),
+    **_scaled_mask(12, ["10", 1]),
+    "15": _node("EncodeDepth", "Encode depth", vae=["6", 0], depth_transform="auto", near_is_bright=True, normalize=True, depth=["11", 0], model=["2", 0]),
+    "16": _node("SetLatentNoiseMask", "Depth: fill where missing", samples=["15", 0], mask=["14", 0]),
+    "17": _sampler("depth_estimation", image=["9", 0], depth=["16", 0]),
+    "18": _decode_depth(["17", 1]),
+    "19": _node("SaveImage", "Save depth", images=["18", 0], filename_prefix="JointDiT/depth_completion"),
+    "20": _node("PreviewImage", "Depth (colour)", images=["18", 2]),
+}
+
+
 # 3D lifting (issue 13): the joint-generation and depth-estimation graphs, their image and depth map lifted to a
 # mesh + point cloud by "JointDiT RGB-D to 3D" and shown in ComfyUI's own Preview 3D (its model_file takes the
 # .glb path relative to the output folder, in every supported ComfyUI).

@@ -177,6 +177,11 @@ def server(tmp_path_factory):
     (custom / "jointdit_test_nodes.py").write_text(TEST_NODE)
     (base / "input").mkdir()
     shutil.copy(DATA / "astronaut_128.png", base / "input" / "astronaut_128.png")
+    holes = Image.open(DATA / "astronaut_128.png").convert("RGBA")
+    alpha = np.full((holes.height, holes.width), 255, np.uint8)
+    alpha[:, : holes.width // 2] = 0  # transparent = missing: LoadImage's MASK is 1 there (regenerate)
+    holes.putalpha(Image.fromarray(alpha))
+    holes.save(base / "input" / "astronaut_128_holes.png")
     port = _free_port()
     log = base / "server.log"
     with open(log, "w") as log_file:
@@ -214,6 +219,9 @@ def _make_workflows_module():
     return module
 
 
+MASKED_WORKFLOWS = ("inpaint_rgbd", "depth_completion")
+
+
 def adapted_graph(name: str, variant: str = "plain", steps: int = 2, seed: int = 42) -> dict:
     """A shipped API workflow adapted to the test models: test conditioning, the 128x128 photo, few steps."""
     graph = json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
@@ -226,8 +234,9 @@ def adapted_graph(name: str, variant: str = "plain", steps: int = 2, seed: int =
             node["inputs"].update(steps=steps, seed=seed)
         elif node["class_type"] in ("ImageScale", "EmptySD3LatentImage"):
             node["inputs"].update(width=128, height=128)
-    if "LoadImage" in by_type:
-        graph[by_type["LoadImage"]]["inputs"]["image"] = "astronaut_128.png"
+    for node in graph.values():
+        if node["class_type"] == "LoadImage":  # the masked workflows' photo / sparse depth: the left half transparent
+            node["inputs"]["image"] = "astronaut_128_holes.png" if name in MASKED_WORKFLOWS else "astronaut_128.png"
     sampler = graph[by_type["JointSampler"]]["inputs"]
     for node in graph.values():
         if node["class_type"] == "SaveImage":
@@ -324,7 +333,7 @@ def test_interrupted_run_leaves_the_server_serving(server):
     _depth_png(server, server.wait(server.queue(graph)), save)
 
 
-@pytest.mark.parametrize("name", ["joint_generation", "depth_to_image"])
+@pytest.mark.parametrize("name", ["joint_generation", "depth_to_image", *MASKED_WORKFLOWS])
 def test_other_shipped_workflows_run(server, name):
     graph = adapted_graph(name)
     entry = server.wait(server.queue(graph))
