@@ -22,7 +22,7 @@ from jointdit_core.sampler import plan_sampling, seeded_noise
 from .depth import resolve_transform
 from .depth_maps import vae_pixels_to_depth
 from .node_options import schema_options
-from .sampler import _latent, sample_joint
+from .sampler import latent_samples, sample_joint
 
 DEPTH_ESTIMATION_PROMPT = " "  # the official depth-estimation prompt (kaist-ami/JointDiT)
 _RESOLUTION_TIP = (
@@ -61,7 +61,7 @@ def estimate_depth(model, vae, positive, image: torch.Tensor, processing_resolut
         raise ValueError(f"the image is empty or not an IMAGE (B, H, W, C): shape {tuple(image.shape)}")
     size = tuple(image.shape[1:3])
     pixels = to_processing_resolution(image[..., :3], processing_resolution)
-    latent = _latent({"samples": vae.encode(pixels)}, "image")
+    latent = latent_samples({"samples": vae.encode(pixels)}, "image")
     plan = plan_sampling("depth_estimation", steps=steps, token_count=(latent.shape[2] // 2) * (latent.shape[3] // 2))
     transform = resolve_transform("auto", model)
     bar = comfy.utils.ProgressBar(ensemble_size * plan.steps)

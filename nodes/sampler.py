@@ -154,7 +154,7 @@ def sample_joint(
     return rgb, depth
 
 
-def _latent(latent: dict | None, name: str) -> torch.Tensor | None:
+def latent_samples(latent: dict | None, name: str) -> torch.Tensor | None:
     """The (B, 16, h, w) samples of the ``name`` LATENT input, or None when it is not connected.
 
     Raises:
@@ -265,10 +265,10 @@ def run_joint_sampler(
     of task "custom". The plan is :func:`jointdit_core.sampler.plan_sampling`'s.
 
     Raises:
-        ValueError: a LATENT that is not usable (see :func:`_latent`), a latent the task needs but that is
+        ValueError: a LATENT that is not usable (see :func:`latent_samples`), a latent the task needs but that is
             not connected, no latent to take the size from, or what the plan and :func:`sample_joint` raise.
     """
-    image_z, depth_z = _latent(image, "image"), _latent(depth, "depth")
+    image_z, depth_z = latent_samples(image, "image"), latent_samples(depth, "depth")
     image_mask, depth_mask = _noise_mask(image, image_z, "image"), _noise_mask(depth, depth_z, "depth")
     image_z, depth_z = _match_batches(image_z, depth_z)
     reference = image_z if image_z is not None else depth_z
