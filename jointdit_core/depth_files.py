@@ -185,8 +185,11 @@ def _read_npy(path: Path) -> tuple[np.ndarray, str]:
     return grey_map(arr[0] if arr.ndim == 3 and arr.shape[0] == 1 else arr).astype(np.float32), f"{kind} .npy"
 
 
-def read_depth(path: str | Path) -> DepthFile:
+def read_depth(path: str | Path, zero_is_missing: bool = False) -> DepthFile:
     """Read a depth map from a 16-bit/8-bit PNG, JPEG, EXR, TIFF or .npy file.
+
+    ``zero_is_missing``: values of exactly 0 are invalid pixels too (the convention of sparse depth such as
+    KITTI's LiDAR PNGs, where 0 means "no measurement"); otherwise only +-inf is.
 
     Returns:
         :class:`DepthFile` (values (H, W) float32, valid (H, W) bool, source).
@@ -219,7 +222,7 @@ def read_depth(path: str | Path) -> DepthFile:
     nan = np.isnan(values)
     if nan.any():
         raise ValueError(f"{path.name} contains NaN at {int(nan.sum())} of {values.size} pixels; a depth file needs numbers (use inf to mark invalid pixels)")
-    valid = np.isfinite(values)
+    valid = np.isfinite(values) & ((values != 0) if zero_is_missing else True)
     if not valid.any():
-        raise ValueError(f"{path.name} has no finite depth value")
+        raise ValueError(f"{path.name} has no finite depth value" + (" other than 0 (zero_is_missing is on)" if zero_is_missing else ""))
     return DepthFile(np.where(valid, values, 0).astype(np.float32), valid, source)

@@ -66,17 +66,23 @@ class EncodeDepth(io.ComfyNode):
                 io.Image.Input("depth", optional=True, tooltip="Depth map IMAGE (B, H, W, 3) in [0, 1]."),
                 io.Mask.Input("depth_mask", optional=True, tooltip="Depth map as MASK (B, H, W), used when no IMAGE is connected."),
                 io.Model.Input("model", optional=True, tooltip="JointDiT MODEL, read by depth_transform 'auto'."),
+                io.Mask.Input(
+                    "valid_mask", optional=True,
+                    tooltip="Sparse or partial depth: 1 where the depth is known (Load Depth's 'valid'). Missing pixels take their nearest "
+                    "known pixel's value before encoding and the normalisation uses known pixels only. For depth completion also "
+                    "give the sampler's depth LATENT a noise mask of the missing pixels (InvertMask -> SetLatentNoiseMask).",
+                ),
             ],
             outputs=[io.Latent.Output(tooltip="Depth LATENT for JointSampler's 'depth' input.")],
         )
 
     @classmethod
-    def execute(cls, vae, depth_transform, near_is_bright, normalize, depth=None, depth_mask=None, model=None) -> io.NodeOutput:
+    def execute(cls, vae, depth_transform, near_is_bright, normalize, depth=None, depth_mask=None, model=None, valid_mask=None) -> io.NodeOutput:
         source = depth if depth is not None else depth_mask
         if source is None:
             raise ValueError("EncodeDepth needs a depth map: connect 'depth' (IMAGE) or 'depth_mask' (MASK)")
         maps = check_depth_size(depth_from_comfy(source), _vae_cell(vae))
-        pixels = depth_to_vae_pixels(maps, near_is_bright, normalize, resolve_transform(depth_transform, model))
+        pixels = depth_to_vae_pixels(maps, near_is_bright, normalize, resolve_transform(depth_transform, model), valid=valid_mask)
         return io.NodeOutput({"samples": vae.encode(pixels)})
 
 

@@ -82,17 +82,22 @@ class LoadDepth(io.ComfyNode):
                     tooltip="Min-max normalise the valid pixels to [0, 1] (what IMAGE nodes and previews expect). Off: values as stored "
                     "(16/8-bit files as value / max code).",
                 ),
+                io.Boolean.Input(
+                    "zero_is_missing", default=False, optional=True,
+                    tooltip="Treat pixels of value 0 as missing (sparse depth such as LiDAR PNGs stores 'no measurement' as 0): "
+                    "they get valid = 0, e.g. for depth completion. Off: only inf is missing.",
+                ),
             ],
             outputs=[
                 io.Image.Output("depth_image", display_name="depth", tooltip="(1, H, W, 3) float depth; invalid pixels 0."),
-                io.Mask.Output("valid_mask", display_name="valid", tooltip="(1, H, W): 1 where the file holds a finite depth (0 for inf)."),
+                io.Mask.Output("valid_mask", display_name="valid", tooltip="(1, H, W): 1 where the file holds a depth, 0 where it is missing (inf; also 0 with zero_is_missing). Invert it (InvertMask) for a depth-completion noise mask."),
             ],
             **schema_options(["load depth", "16-bit depth", "exr depth", "depth file"]),
         )
 
     @classmethod
-    def execute(cls, file, normalize) -> io.NodeOutput:
-        loaded = read_depth(folder_paths.get_annotated_filepath(file))
+    def execute(cls, file, normalize, zero_is_missing=False) -> io.NodeOutput:
+        loaded = read_depth(folder_paths.get_annotated_filepath(file), zero_is_missing=zero_is_missing)
         values = torch.from_numpy(loaded.values)[None]
         valid = torch.from_numpy(loaded.valid)[None]
         if normalize:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from jointdit_core.depth import colorize, disparity_to_model_input, model_output_to_disparity, normalize_disparity  # noqa: F401 (colorize re-exported)
+from jointdit_core.depth import colorize, disparity_to_model_input, fill_missing_nearest, model_output_to_disparity, normalize_disparity  # noqa: F401 (colorize re-exported)
 
 COLORMAPS = ("turbo", "gray")  # offered by DecodeDepth; colours from jointdit_core.depth.colorize
 MIN_SIZE = 16  # pixels: the smallest map JointSampler takes (the VAE's 8x8-pixel latent cells, 2x2 cells per FLUX token)
@@ -55,8 +55,12 @@ def depth_from_comfy(depth: Tensor) -> Tensor:
     raise ValueError(f"a depth map must be an IMAGE (B, H, W, 3) or a MASK (B, H, W); got shape {tuple(depth.shape)}")
 
 
-def depth_to_vae_pixels(depth: Tensor, near_is_bright: bool = True, normalize: bool = True, depth_transform: str = "none") -> Tensor:
+def depth_to_vae_pixels(depth: Tensor, near_is_bright: bool = True, normalize: bool = True, depth_transform: str = "none", valid: Tensor | None = None) -> Tensor:
     """(B, H, W) depth map -> (B, H, W, 3) pixels in [0, 1] for ``VAE.encode`` (the depth branch input).
+
+    ``valid``: optional (B or 1, H, W) mask, 1 where the depth is known (sparse or partial depth): the
+    other pixels first take their nearest known pixel's value (:func:`fill_missing_nearest`), so the
+    normalisation sees only known values and no hole reads as structure.
 
     Args:
         depth: any range if ``normalize`` (per-image min-max, :func:`normalize_disparity`), else [0, 1].
@@ -66,6 +70,8 @@ def depth_to_vae_pixels(depth: Tensor, near_is_bright: bool = True, normalize: b
     Raises:
         ValueError: values outside [0, 1] with ``normalize`` off, NaN, or an unknown ``depth_transform``.
     """
+    if valid is not None:
+        depth = fill_missing_nearest(depth.float(), _valid_like(valid, depth) > 0.5)
     d = normalize_disparity(depth) if normalize else depth.float()
     if not normalize and (d.min() < 0 or d.max() > 1):
         raise ValueError("depth values lie outside [0, 1]: switch 'normalize' on")
@@ -73,6 +79,17 @@ def depth_to_vae_pixels(depth: Tensor, near_is_bright: bool = True, normalize: b
         d = 1.0 - d
     x = disparity_to_model_input(d, depth_transform)  # (B, 3, H, W) in [-1, 1]
     return ((x + 1) / 2).permute(0, 2, 3, 1).contiguous()
+
+
+def _valid_like(valid: Tensor, depth: Tensor) -> Tensor:
+    """A validity MASK (B or 1, H, W) checked against the (B, H, W) depth and repeated to its batch."""
+    valid = valid.float().reshape(-1, *valid.shape[-2:]) if valid.ndim >= 2 else valid
+    if valid.ndim != 3 or valid.shape[-2:] != depth.shape[-2:] or valid.shape[0] not in (1, depth.shape[0]):
+        raise ValueError(
+            f"the valid mask has shape {tuple(valid.shape)} but the depth map is {tuple(depth.shape)}: it needs the depth's height and width "
+            "(and batch 1 or the depth's); resize the mask together with the depth map"
+        )
+    return valid.expand(depth.shape[0], -1, -1)
 
 
 def vae_pixels_to_depth(pixels: Tensor, depth_transform: str = "none") -> Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def int_at_least(lowest: int):
@@ -18,3 +19,19 @@ def int_at_least(lowest: int):
         return value
 
     return parse
+
+
+def evaluation_parser(description: str, default_model: str) -> argparse.ArgumentParser:
+    """The shared options of the evaluation commands: --model, --count (test scenes), --steps, --json."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", default=default_model, help="model folder (python -m rgbd_world.recipe)")
+    parser.add_argument("--count", type=int_at_least(1), default=200, help="held-out test scenes (the split has 1000)")
+    parser.add_argument("--steps", type=int_at_least(1), default=20, help="sampling steps (official 20)")
+    parser.add_argument("--json", type=Path, help="also write the result as JSON here")
+    return parser
+
+
+def print_rows(result: dict, metric_title: str = "AbsRel") -> None:
+    """Print an evaluation's ``rows`` ({name: {"abs_rel", "delta1"}}), one line each."""
+    for name, row in result["rows"].items():
+        print(f"{name:18s} {metric_title} {row['abs_rel']:.4f}  delta1 {row['delta1']:.4f}")

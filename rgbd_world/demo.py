@@ -1,18 +1,22 @@
 """The demo: the shipped small JointDiT runs the three tasks on the RGB-D world, on a CPU, in seconds.
 
     python -m rgbd_world.demo --out demo_output [--model rgbd_world/model] [--steps 20] [--seed 0]
+                              [--caption "a red cube left of a blue sphere" ...] [--addon my_addons.safetensors]
 
-1. joint generation: RGB + depth from a few captions;
+1. joint generation: RGB + depth from a few captions (``--caption`` for your own);
 2. depth estimation: depth of held-out test scenes (never trained on), scored against their exact
    depth (AbsRel, delta1; protocol in :mod:`rgbd_world.metrics`), next to the trivial baseline;
-3. depth-to-image: images from held-out depth maps and their captions.
+3. depth-to-image: images from held-out depth maps and their captions;
+4. joint inpainting: one held-out scene's first object cut out and redrawn, image and depth together;
+5. depth completion: one held-out scene's depth from 5% of its pixels plus the photo.
 
 For 1 and 3 the model also re-estimates the depth of its own generated images (the cycle AbsRel:
 how well the image it drew fits the depth it drew or was given).
 
 Writes PNGs (rgb; depth as grayscale disparity, near = white; depth colour-mapped, near = yellow),
-``overview.png`` (everything on one sheet), ``summary.md`` and ``summary.json`` (what ran, timings,
-metrics).
+``overview.png`` (everything on one labelled sheet), ``summary.md`` and ``summary.json`` (what ran,
+timings, metrics). ``--addon`` runs an addon file you trained (``python -m jointdit_trainer train``)
+on the shipped base instead of the shipped addons.
 """
 
 from __future__ import annotations
@@ -34,7 +38,10 @@ from .cli import int_at_least
 from .dataset import normalized_disparity
 from .lift_eval import write_demo_lifts
 from .metrics import evaluate_disparity, mean_metrics
-from .stack import DEFAULT_MODEL_DIR, depth_estimation, depth_to_image, held_out_scenes, joint_generation, load_baseline, load_stack
+from .scenes import VOCABULARY
+from .evaluate_inpainting import masked_inputs, object_hole
+from .overview import Example, Section, render_overview
+from .stack import DEFAULT_MODEL_DIR, depth_completion, depth_estimation, depth_to_image, held_out_scenes, inpaint_rgbd, joint_generation, load_baseline, load_stack
 
 CAPTIONS = [
     "a large red sphere",
@@ -42,8 +49,10 @@ CAPTIONS = [
     "two green cylinders on a checkered floor",
     "a small white cone in front of a large purple cube",
 ]
-DEPTH_ESTIMATION_START, DEPTH_TO_IMAGE_START = 0, 100  # offsets inside the test split
-TASK_FOLDERS = ("joint_generation", "depth_estimation", "depth_to_image", "3d")
+DEPTH_ESTIMATION_START, DEPTH_TO_IMAGE_START, EDITING_START = 0, 100, 200  # offsets inside the test split
+COMPLETION_SHARE = 0.05  # share of the valid depth pixels the depth-completion example keeps
+OUTPAINT_BORDER = 16  # pixels the outpainting example regenerates on the left and on the right (of 64)
+TASK_FOLDERS = ("joint_generation", "depth_estimation", "depth_to_image", "inpainting", "outpainting", "depth_completion", "3d")
 OWN_SUFFIXES = {".png", ".glb", ".ply"}  # what the demo writes into TASK_FOLDERS
 OWN_TOP_LEVEL = {"overview.png", "summary.json", "summary.md"}
 NEAR_DEPTH = 2.4  # median nearest z-depth of the world's scenes (metres), for the joint-generation cycle check
@@ -64,15 +73,6 @@ def save_depth(folder: Path, stem: str, disparity: np.ndarray) -> list[str]:
     Image.fromarray(gray(disparity)).save(folder / f"{stem}_depth.png")
     Image.fromarray(colormap(disparity)).save(folder / f"{stem}_depth_color.png")
     return [f"{stem}_depth.png", f"{stem}_depth_color.png"]
-
-
-def sheet(rows: list[list[np.ndarray]], zoom: int = 3) -> Image.Image:
-    """Grid of (H, W, 3) uint8 tiles (rows may differ in length), nearest-neighbour zoomed."""
-    width = max(len(r) for r in rows)
-    blank = np.full_like(rows[0][0], 255)
-    grid = np.concatenate([np.concatenate(r + [blank] * (width - len(r)), axis=1) for r in rows], axis=0)
-    img = Image.fromarray(grid)
-    return img.resize((img.width * zoom, img.height * zoom), Image.NEAREST)
 
 
 def clear_earlier_run(out: Path) -> int:
@@ -100,47 +100,64 @@ def clear_earlier_run(out: Path) -> int:
     return len(own)
 
 
-def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: int = 20, seed: int = 0, count: int = 6, variant: str | None = None) -> dict:
-    """Run the three tasks and write everything under ``out``; returns the summary dict.
+def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: int = 20, seed: int = 0, count: int = 6, variant: str | None = None,
+             captions: list[str] | None = None, addon: str | Path | None = None) -> dict:
+    """Run the five tasks and write everything under ``out``; returns the summary dict.
 
-    Files of an earlier demo run in ``out`` are replaced (see :func:`clear_earlier_run`).
+    ``captions``: prompts for joint generation (default :data:`CAPTIONS`); ``addon``: an addon file of
+    your own instead of the model's ``variant``. Files of an earlier demo run in ``out`` are replaced
+    (see :func:`clear_earlier_run`).
 
     Raises:
-        ValueError: ``count`` < 1 or beyond the test split, ``steps`` < 1, or an ``out`` with other files;
-        FileNotFoundError: no model in ``model_dir``.
+        ValueError: ``count`` < 1 or beyond the test split, ``steps`` < 1, an empty caption, an ``out``
+            with other files, an addon file that does not fit the base;
+        FileNotFoundError: no model in ``model_dir`` or no such addon file.
     """
     from .scenes import split_indices
 
     available = len(split_indices("test")) - DEPTH_ESTIMATION_START
     if not (1 <= count <= available) or steps < 1:
         raise ValueError(f"count must be 1..{available} (the held-out test scenes) and steps at least 1; got count={count}, steps={steps}")
+    captions = list(captions or CAPTIONS)
+    if any(not c.strip() for c in captions):
+        raise ValueError("a --caption is empty; give the scene to draw, e.g. --caption 'a red cube left of a blue sphere'")
     t_start = time.time()
     out = Path(out)
-    stack = load_stack(model_dir, variant)
+    stack = load_stack(model_dir, variant, addon=addon)
     cleared = clear_earlier_run(out)
     if cleared:
         print(f"replacing the {cleared} files of an earlier demo run in {out}/")
-    for sub in TASK_FOLDERS[:3]:
+    for sub in TASK_FOLDERS[:-1]:
         (out / sub).mkdir(parents=True, exist_ok=True)
     timings = {"load": round(time.time() - t_start, 2)}
     summary = {"model": str(model_dir), "variant": stack.variant, "asw_strength": stack.asw_strength, "steps": steps, "seed": seed, "guidance": stack.guidance}
+    unknown = sorted({w for c in captions for w in c.lower().replace(",", " ").split()} - set(VOCABULARY))
+    if unknown:
+        print(f"note: the small model's text encoders never saw {unknown}; they read as an unknown word (vocabulary: rgbd_world.scenes.VOCABULARY)")
     files: list[str] = []
-    overview: list[list[np.ndarray]] = []
-    rgb3 = lambda d: np.repeat(gray(d)[..., None], 3, axis=2)  # noqa: E731
+    sections: list[Section] = []
+
+    def write(folder: str, stem: str, rgb: np.ndarray | None = None, disparity: np.ndarray | None = None) -> list[str]:
+        names = []
+        if rgb is not None:
+            Image.fromarray(rgb).save(out / folder / f"{stem}.png")
+            names.append(f"{stem}.png")
+        if disparity is not None:
+            names += save_depth(out / folder, stem.removesuffix("_rgb"), disparity)
+        files.extend(f"{folder}/{n}" for n in names)
+        return names
 
     # 1. joint generation
     t0 = time.time()
-    rgb, disp = joint_generation(stack, CAPTIONS, steps=steps, seed=seed)
+    rgb, disp = joint_generation(stack, captions, steps=steps, seed=seed)
     timings["joint_generation"] = round(time.time() - t0, 2)
     cycle = depth_estimation(stack, rgb, steps=steps, seed=seed + 1)
     joint = []
-    for i, caption in enumerate(CAPTIONS):
-        stem = f"{i:02d}"
-        Image.fromarray(rgb[i]).save(out / "joint_generation" / f"{stem}_rgb.png")
-        names = [f"{stem}_rgb.png"] + save_depth(out / "joint_generation", stem, disp[i])
-        files += [f"joint_generation/{n}" for n in names]
+    for i, caption in enumerate(captions):
+        names = write("joint_generation", f"{i:02d}_rgb", rgb[i], disp[i])
         joint.append({"caption": caption, "files": names, "cycle_abs_rel": _cycle_abs_rel(cycle[i], disp[i])})
-    overview.append([t for i in range(len(CAPTIONS)) for t in (rgb[i], colormap(disp[i]))])
+    sections.append(Section("1. Joint generation: caption -> image + depth (both drawn from noise)",
+                            [Example(c, [("image", rgb[i]), ("depth", colormap(disp[i]))]) for i, c in enumerate(captions)]))
     summary["joint_generation"] = joint
 
     # 2. depth estimation on held-out scenes
@@ -149,26 +166,24 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
     pred = depth_estimation(stack, np.stack([s.rgb for s in scenes]), steps=steps, seed=seed)
     timings["depth_estimation"] = round(time.time() - t0, 2)
     baseline = load_baseline(model_dir)
-    estimates, ours, base = [], [], []
+    estimates, ours, base, examples = [], [], [], []
     for i, s in enumerate(scenes):
-        stem = f"{i:02d}"
-        Image.fromarray(s.rgb).save(out / "depth_estimation" / f"{stem}_input.png")
-        names = [f"{stem}_input.png"] + save_depth(out / "depth_estimation", stem, pred[i])
         gt = normalized_disparity(s.depth)
-        Image.fromarray(colormap(gt)).save(out / "depth_estimation" / f"{stem}_ground_truth_color.png")
-        names.append(f"{stem}_ground_truth_color.png")
-        files += [f"depth_estimation/{n}" for n in names]
+        names = write("depth_estimation", f"{i:02d}_input", s.rgb) + save_depth(out / "depth_estimation", f"{i:02d}", pred[i])
+        Image.fromarray(colormap(gt)).save(out / "depth_estimation" / f"{i:02d}_ground_truth_color.png")
+        names.append(f"{i:02d}_ground_truth_color.png")
+        files.extend(f"depth_estimation/{n}" for n in names[1:])
         m, b = evaluate_disparity(pred[i], s.depth), evaluate_disparity(baseline, s.depth)
         ours.append(m)
         base.append(b)
         estimates.append({"scene": s.index, "caption": s.caption, "files": names, "abs_rel": m["abs_rel"], "delta1": m["delta1"], "baseline_abs_rel": b["abs_rel"]})
-    overview.append([t for i, s in enumerate(scenes) for t in (s.rgb, colormap(pred[i]))])
-    overview.append([t for s in scenes for t in (colormap(normalized_disparity(s.depth)), np.full_like(s.rgb, 255))])
+        examples.append(Example(f"test scene {s.index}: AbsRel {m['abs_rel']:.3f}", [("photo", s.rgb), ("estimate", colormap(pred[i])), ("ground truth", colormap(gt))]))
+    sections.append(Section("2. Depth estimation: photo -> depth, held-out scenes (near = yellow)", examples))
     summary["depth_estimation"] = {"scenes": estimates, "mean": mean_metrics(ours), "baseline_mean": mean_metrics(base)}
     files += write_demo_lifts(out, (rgb[0], disp[0]), (scenes[0].rgb, pred[0]))  # 3d/*.glb, *.ply (rgbd_world.lift_eval)
 
     # 3. depth-to-image from held-out depth maps
-    scenes = held_out_scenes(len(CAPTIONS), start=DEPTH_TO_IMAGE_START, size=stack.manifest["resolution"])
+    scenes = held_out_scenes(min(len(CAPTIONS), 4), start=DEPTH_TO_IMAGE_START, size=stack.manifest["resolution"])
     cond = np.stack([normalized_disparity(s.depth) for s in scenes])
     t0 = time.time()
     images = depth_to_image(stack, cond, [s.caption for s in scenes], steps=steps, seed=seed)
@@ -176,17 +191,29 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
     cycle = depth_estimation(stack, images, steps=steps, seed=seed + 1)
     d2i = []
     for i, s in enumerate(scenes):
-        stem = f"{i:02d}"
-        names = save_depth(out / "depth_to_image", f"{stem}_input", cond[i])
-        Image.fromarray(images[i]).save(out / "depth_to_image" / f"{stem}_rgb.png")
-        Image.fromarray(s.rgb).save(out / "depth_to_image" / f"{stem}_original.png")
-        names += [f"{stem}_rgb.png", f"{stem}_original.png"]
-        files += [f"depth_to_image/{n}" for n in names]
+        names = save_depth(out / "depth_to_image", f"{i:02d}_input", cond[i])
+        files.extend(f"depth_to_image/{n}" for n in names)
+        names += write("depth_to_image", f"{i:02d}_rgb", images[i]) + write("depth_to_image", f"{i:02d}_original", s.rgb)
         d2i.append({"scene": s.index, "caption": s.caption, "files": names, "cycle_abs_rel": evaluate_disparity(cycle[i], s.depth)["abs_rel"]})
-    overview.append([t for i in range(len(scenes)) for t in (colormap(cond[i]), images[i])])
+    sections.append(Section("3. Depth-to-image: depth + caption -> image, held-out depth maps",
+                            [Example(s.caption, [("depth given", colormap(cond[i])), ("generated", images[i]), ("original", s.rgb)]) for i, s in enumerate(scenes)]))
     summary["depth_to_image"] = d2i
 
-    sheet(overview).save(out / "overview.png")
+    # 4 + 5. editing: joint inpainting and depth completion on one held-out scene each
+    t0 = time.time()
+    s = held_out_scenes(1, start=EDITING_START, size=stack.manifest["resolution"])[0]
+    summary["inpainting"], inpainting = _masked_example(stack, out, "inpainting", s, object_hole(s.labels), steps, seed, files)
+    border = np.zeros(s.depth.shape, bool)
+    border[:, :OUTPAINT_BORDER], border[:, -OUTPAINT_BORDER:] = True, True
+    s = held_out_scenes(1, start=EDITING_START + 2, size=stack.manifest["resolution"])[0]
+    summary["outpainting"], outpainting = _masked_example(stack, out, "outpainting", s, border, steps, seed, files)
+    summary["depth_completion"], completion = _completion_example(stack, out, steps, seed, files)
+    timings["editing"] = round(time.time() - t0, 2)
+    sections.append(Section("4. Joint inpainting (the first object cut out) and outpainting (left and right quarters), image + depth redrawn from the caption",
+                            [inpainting, outpainting]))
+    sections.append(Section("5. Depth completion: 5% of the depth + the photo -> dense depth", [completion]))
+
+    render_overview(sections).save(out / "overview.png")
     files.append("overview.png")
     timings["total"] = round(time.time() - t_start, 2)
     summary.update(timings=timings, files=files, platform=platform.platform(), python=platform.python_version())
@@ -197,6 +224,42 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
     (out / "summary.md").write_text(summary_markdown(summary))
     summary["files"] += ["summary.json", "summary.md"]
     return summary
+
+
+def _masked_example(stack, out: Path, folder: str, s, hole: np.ndarray, steps: int, seed: int, files: list[str]) -> tuple[dict, Example]:
+    """Joint inpainting / outpainting of scene ``s`` inside ``hole`` (H, W) bool; files in ``out/folder``."""
+    photo, fill = masked_inputs(s.rgb, normalized_disparity(s.depth), hole)
+    rgb, disp = inpaint_rgbd(stack, photo[None], fill[None], hole[None], [s.caption], steps=steps, seed=seed)
+    # pasted into the photo outside the region, as inpainting tools composite: the small autoencoder blurs a round trip
+    pasted = np.where(hole[..., None], rgb[0], photo)
+    for stem, image in (("input", photo), ("rgb", pasted), ("original", s.rgb)):
+        Image.fromarray(image).save(out / folder / f"00_{stem}.png")
+        files.append(f"{folder}/00_{stem}.png")
+    files.extend(f"{folder}/{n}" for n in save_depth(out / folder, "00", disp[0]))
+    abs_rel = evaluate_disparity(disp[0], s.depth, region=hole)["abs_rel"]
+    example = Example(f"{s.caption} (depth AbsRel in the new region {abs_rel:.3f})", [
+        ("photo, region removed", photo), ("redrawn", pasted), ("its depth", colormap(disp[0])), ("original", s.rgb),
+        ("true depth", colormap(normalized_disparity(s.depth)))])
+    return {"scene": s.index, "caption": s.caption, "region_pixels": int(hole.sum()), "abs_rel_in_region": abs_rel}, example
+
+
+def _completion_example(stack, out: Path, steps: int, seed: int, files: list[str]) -> tuple[dict, Example]:
+    """Depth completion of one held-out scene from COMPLETION_SHARE of its depth; files in ``out/depth_completion``."""
+    from .evaluate_completion import nearest_fill, sparse_disparity
+
+    s = held_out_scenes(1, start=EDITING_START + 1, size=stack.manifest["resolution"])[0]
+    sparse, kept = sparse_disparity(s.depth, COMPLETION_SHARE, seed)
+    completed = depth_completion(stack, s.rgb[None], nearest_fill(sparse, kept)[None], ~kept[None], steps=steps, seed=seed)[0]
+    shown = np.where(kept[..., None], colormap(sparse), 255).astype(np.uint8)  # known pixels in colour, missing white
+    gt = colormap(normalized_disparity(s.depth))
+    for stem, image in (("input", s.rgb), ("sparse_depth_color", shown), ("ground_truth_color", gt)):
+        Image.fromarray(image).save(out / "depth_completion" / f"00_{stem}.png")
+        files.append(f"depth_completion/00_{stem}.png")
+    files.extend(f"depth_completion/{n}" for n in save_depth(out / "depth_completion", "00", completed))
+    abs_rel = evaluate_disparity(completed, s.depth)["abs_rel"]
+    example = Example(f"test scene {s.index}: AbsRel {abs_rel:.3f}", [
+        ("photo", s.rgb), (f"{COMPLETION_SHARE:.0%} of the depth", shown), ("completed", colormap(completed)), ("true depth", gt)])
+    return {"scene": s.index, "share": COMPLETION_SHARE, "abs_rel": abs_rel}, example
 
 
 def _cycle_abs_rel(estimated: np.ndarray, reference: np.ndarray) -> float:
@@ -229,6 +292,7 @@ def summary_markdown(s: dict) -> str:
         f"| joint generation ({len(s['joint_generation'])} captions) | {t['joint_generation']} |",
         f"| depth estimation ({len(de['scenes'])} test scenes) | {t['depth_estimation']} |",
         f"| depth-to-image ({len(s['depth_to_image'])} test depth maps) | {t['depth_to_image']} |",
+        f"| joint inpainting + depth completion (one scene each) | {t['editing']} |",
         f"| whole demo (with the cycle checks and file writing) | {t['total']} |",
         "",
         "## Depth estimation on held-out scenes",
@@ -248,13 +312,28 @@ def summary_markdown(s: dict) -> str:
     lines += ["", "## Depth-to-image", "", "| scene | caption | files | cycle AbsRel |", "| --- | --- | --- | --- |"]
     for e in s["depth_to_image"]:
         lines.append(f"| {e['scene']} | {e['caption']} | {', '.join(e['files'])} | {e['cycle_abs_rel']:.3f} |")
+    ip, op, dc = s["inpainting"], s["outpainting"], s["depth_completion"]
+    lines += [
+        "", "## Joint inpainting, outpainting and depth completion", "",
+        f"Inpainting, scene {ip['scene']} ({ip['caption']}): the first object's box ({ip['region_pixels']} pixels) cut out of photo and "
+        f"depth and redrawn from the caption; depth AbsRel inside the hole against the true depth {ip['abs_rel_in_region']:.3f} "
+        "(files in `inpainting/`; the redrawn image is pasted into the photo outside the hole, as inpainting tools composite; "
+        "`python -m rgbd_world.evaluate_inpainting` scores 200 scenes).",
+        "",
+        f"Outpainting, scene {op['scene']} ({op['caption']}): the left and right {OUTPAINT_BORDER} columns ({op['region_pixels']} pixels) "
+        f"drawn from the middle and the caption; depth AbsRel there {op['abs_rel_in_region']:.3f} (files in `outpainting/`).",
+        "",
+        f"Depth completion, scene {dc['scene']}: {dc['share']:.0%} of the valid depth pixels + the photo -> AbsRel {dc['abs_rel']:.3f} "
+        "(files in `depth_completion/`; `python -m rgbd_world.evaluate_completion` scores 200 scenes).",
+    ]
     lines += [
         "",
         "Cycle AbsRel: the model re-estimates the depth of the image it generated and this is scored against the depth "
         "it generated (joint generation) or was given (depth-to-image); low = image and depth agree.",
         "",
-        "`overview.png`: row 1 joint generation (rgb, depth), row 2 depth estimation (input, estimate), row 3 ground "
-        "truth, row 4 depth-to-image (input depth, generated image). Depth colours: near = yellow, far = purple.",
+        "`overview.png`: one labelled section per task (1 joint generation, 2 depth estimation with the ground truth beside "
+        "each estimate, 3 depth-to-image with the original image, 4 joint inpainting, 5 depth completion). Depth colours: "
+        "near = yellow, far = purple.",
         "",
     ]
     return "\n".join(lines)
@@ -268,9 +347,13 @@ def main(argv=None):
     p.add_argument("--steps", type=int_at_least(1), default=20, help="Euler steps per task (official 20)")
     p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--count", type=int_at_least(1), default=6, help="held-out scenes for depth estimation")
+    p.add_argument("--caption", action="append", help="a caption for joint generation (repeat for several; default: four built-in ones)")
+    p.add_argument("--addon", help="an addon file you trained on this base (python -m jointdit_trainer train; its .json sidecar beside it)")
     a = p.parse_args(argv)
+    if a.addon and a.variant:
+        p.error("give --variant or --addon, not both")
     try:
-        s = run_demo(a.out, a.model, a.steps, a.seed, a.count, a.variant)
+        s = run_demo(a.out, a.model, a.steps, a.seed, a.count, a.variant, captions=a.caption, addon=a.addon)
     except (ValueError, FileNotFoundError) as exc:
         p.error(str(exc))
     de = s["depth_estimation"]

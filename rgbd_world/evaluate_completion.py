@@ -18,16 +18,15 @@ The sparse disparity ``1 / z`` is min-max normalised over the kept pixels (the m
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from .cli import evaluation_parser, print_rows
 from .evaluate import score
 from .metrics import valid_mask
-from .stack import DEFAULT_MODEL_DIR, DEPTH_ESTIMATION_PROMPT, _decode, _encode, _generate, depth_estimation, held_out_scenes, load_stack
+from .stack import DEFAULT_MODEL_DIR, depth_completion, depth_estimation, held_out_scenes, load_stack
 
 
 def sparse_disparity(depth: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,30 +44,10 @@ def sparse_disparity(depth: np.ndarray, fraction: float, seed: int) -> tuple[np.
 
 
 def nearest_fill(disparity: np.ndarray, kept: np.ndarray) -> np.ndarray:
-    """Every pixel takes the value of its nearest kept pixel (Euclidean, pixel grid)."""
-    h, w = disparity.shape
-    grid = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij"), -1).reshape(-1, 2).float()
-    points = torch.from_numpy(np.argwhere(kept)).float()
-    nearest = torch.cdist(grid, points).argmin(1).numpy()
-    return disparity[kept][nearest].reshape(h, w).astype(np.float32)
+    """(H, W) float32: every pixel takes the value of its nearest kept pixel (:func:`jointdit_core.depth.fill_missing_nearest`)."""
+    from jointdit_core.depth import fill_missing_nearest
 
-
-@torch.no_grad()
-def depth_completion(stack, rgb: np.ndarray, filled: np.ndarray, kept: np.ndarray, steps: int = 20, seed: int = 0, batch: int = 50) -> np.ndarray:
-    """Masked depth sampling: uint8 (N, H, W, 3) photos, (N, H, W) filled disparity + kept masks -> disparity (N, H, W)."""
-    from jointdit_core.depth import disparity_to_model_input, model_output_to_disparity
-    from jointdit_core.images import uint8_to_model
-
-    out = []
-    for i in range(0, len(rgb), batch):
-        z_rgb = _encode(stack, uint8_to_model(rgb[i : i + batch]))
-        z_depth = _encode(stack, disparity_to_model_input(torch.from_numpy(filled[i : i + batch]), stack.depth_transform))
-        missing = torch.from_numpy(~kept[i : i + batch]).float()[:, None]
-        mask = torch.nn.functional.interpolate(missing, size=z_depth.shape[-2:], mode="area")
-        _, z = _generate(stack, [DEPTH_ESTIMATION_PROMPT] * len(z_rgb), "depth_estimation", steps, seed + i,
-                         rgb_latent=z_rgb, depth_latent=z_depth, depth_mask=mask)
-        out.append(model_output_to_disparity(_decode(stack, z), stack.depth_transform).numpy())
-    return np.concatenate(out)
+    return fill_missing_nearest(torch.from_numpy(np.asarray(disparity, np.float32)), torch.from_numpy(np.asarray(kept, bool))).numpy()
 
 
 def evaluate_completion(model_dir=DEFAULT_MODEL_DIR, count: int = 200, steps: int = 20, fractions=(0.05, 0.2), seed: int = 0) -> dict:
@@ -84,23 +63,18 @@ def evaluate_completion(model_dir=DEFAULT_MODEL_DIR, count: int = 200, steps: in
         kept = np.stack([k for _, k in sparse])
         filled = np.stack([nearest_fill(d, k) for d, k in sparse])
         rows[f"nearest_{f:g}"] = score(filled, depths)
-        rows[f"completion_{f:g}"] = score(depth_completion(stack, rgb, filled, kept, steps=steps, seed=seed), depths)
+        rows[f"completion_{f:g}"] = score(depth_completion(stack, rgb, filled, ~kept, steps=steps, seed=seed), depths)
         print(f, rows[f"nearest_{f:g}"], rows[f"completion_{f:g}"], flush=True)
     settings = dict(count=count, steps=steps, fractions=list(fractions), seed=seed, variant=stack.variant, test_scenes=f"split_indices('test')[0:{count}]")
     return {"rows": rows, "settings": settings}
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
-    parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=20)
+    parser = evaluation_parser(__doc__.splitlines()[0], str(DEFAULT_MODEL_DIR))
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.2])
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     result = evaluate_completion(args.model, args.count, args.steps, tuple(args.fractions))
-    for name, row in result["rows"].items():
-        print(f"{name:18s} AbsRel {row['abs_rel']:.4f}  delta1 {row['delta1']:.4f}")
+    print_rows(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
 

@@ -80,9 +80,14 @@ def depth_errors(pred_depth: np.ndarray, gt_depth: np.ndarray, mask: np.ndarray)
     return {"abs_rel": float(np.mean(np.abs(d - g) / g)), "delta1": float(np.mean(ratio < DELTA1_THRESHOLD))}
 
 
-def evaluate_disparity(pred_disparity: np.ndarray, gt_depth: np.ndarray, far: float = FAR) -> dict[str, float]:
-    """The whole protocol for one image: align ``pred_disparity`` (H, W) to ``gt_depth`` (H, W), score it."""
-    return depth_errors(aligned_depth(pred_disparity, gt_depth, far), gt_depth, valid_mask(gt_depth, far))
+def evaluate_disparity(pred_disparity: np.ndarray, gt_depth: np.ndarray, far: float = FAR, region: np.ndarray | None = None) -> dict[str, float]:
+    """The whole protocol for one image: align ``pred_disparity`` (H, W) to ``gt_depth`` (H, W), score it.
+
+    ``region``: optional (H, W) bool; the alignment still uses every valid pixel, the errors only the
+    valid pixels inside ``region`` (e.g. an inpainted hole). Raises ValueError when no valid pixel is in it.
+    """
+    scored = valid_mask(gt_depth, far) if region is None else valid_mask(gt_depth, far) & np.asarray(region, bool)
+    return depth_errors(aligned_depth(pred_disparity, gt_depth, far), gt_depth, scored)
 
 
 def mean_metrics(per_image: list[dict[str, float]]) -> dict[str, float]:

@@ -54,11 +54,16 @@ def read_manifest(model_dir: str | Path = DEFAULT_MODEL_DIR) -> dict:
     return json.loads(path.read_text())
 
 
-def load_stack(model_dir: str | Path = DEFAULT_MODEL_DIR, variant: str | None = None) -> Stack:
+def load_stack(model_dir: str | Path = DEFAULT_MODEL_DIR, variant: str | None = None, addon: str | Path | None = None, asw_strength: float = 1.0) -> Stack:
     """Load base + addons (``variant``, default the manifest's ``default_addon``), autoencoder, text encoders.
 
+    ``addon``: instead of a variant, an addon file of your own (``python -m jointdit_trainer train`` output,
+    ``.safetensors`` with its ``.json`` sidecar beside it) trained on this model's base; sampled with
+    ``asw_strength`` (official 1.0).
+
     Raises:
-        FileNotFoundError: missing model folder or files; ValueError: unknown variant.
+        FileNotFoundError: missing model folder or files; ValueError: unknown variant, or both ``variant``
+        and ``addon``; jointdit_core.checkpoint.AddonFileError: an addon file that does not fit the base.
     """
     from jointdit_core.checkpoint import load_autoencoder, load_jointdit
 
@@ -66,14 +71,21 @@ def load_stack(model_dir: str | Path = DEFAULT_MODEL_DIR, variant: str | None = 
 
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    variant = variant or manifest["default_addon"]
-    if variant not in manifest["addons"]:
-        raise ValueError(f"unknown addon variant {variant!r}; this model has {sorted(manifest['addons'])}")
-    entry = manifest["addons"][variant]
-    model, addon = load_jointdit(model_dir / manifest["flux"], model_dir / entry["file"])
+    if addon is not None:
+        if variant is not None:
+            raise ValueError("give an addon variant or an addon file, not both")
+        addon_path, name = Path(addon), Path(addon).name
+        if not addon_path.is_file():
+            raise FileNotFoundError(f"addon file {addon_path} not found (the trainer writes <output_dir>/<output_name>.safetensors)")
+    else:
+        name = variant or manifest["default_addon"]
+        if name not in manifest["addons"]:
+            raise ValueError(f"unknown addon variant {name!r}; this model has {sorted(manifest['addons'])}")
+        addon_path, asw_strength = model_dir / manifest["addons"][name]["file"], float(manifest["addons"][name]["asw_strength"])
+    model, checkpoint = load_jointdit(model_dir / manifest["flux"], addon_path)
     ae = load_autoencoder(model_dir / manifest["ae"])
     text = load_text_encoders(model_dir / manifest["text"], t5_max_length=manifest["t5_max_length"])
-    return Stack(model, ae, text, float(entry["asw_strength"]), float(manifest["guidance"]), addon.depth_transform, variant, manifest)
+    return Stack(model, ae, text, float(asw_strength), float(manifest["guidance"]), checkpoint.depth_transform, name, manifest)
 
 
 @torch.no_grad()
@@ -102,14 +114,12 @@ def depth_estimation(stack: Stack, rgb: np.ndarray, steps: int = 20, seed: int =
     The rgb branch holds the encoded image at t = 0, the depth branch is denoised from noise
     (``seed`` + batch offset) over ``steps`` Euler steps with the official prompt " ".
     """
-    from jointdit_core.depth import model_output_to_disparity
-
     out = []
     for i in range(0, len(rgb), batch):
         chunk = rgb[i : i + batch]
         z = _encode(stack, uint8_to_model(chunk))
         _, z_depth = _generate(stack, [DEPTH_ESTIMATION_PROMPT] * len(chunk), "depth_estimation", steps, seed + i, rgb_latent=z)
-        out.append(model_output_to_disparity(_decode(stack, z_depth), stack.depth_transform).numpy())
+        out.append(_decode_disparity(stack, z_depth))
     return np.concatenate(out)
 
 
@@ -128,19 +138,72 @@ def depth_to_image(stack: Stack, disparity: np.ndarray, captions: list[str], ste
     The depth branch holds the encoded depth map at t = 0; the rgb branch is denoised from noise.
     Raises ValueError (from the depth conventions) for disparity outside [0, 1].
     """
+    z_rgb, _ = _generate(stack, captions, "depth_to_image", steps, seed, depth_latent=_encode_disparity(stack, disparity))
+    return model_to_uint8(_decode(stack, z_rgb)).numpy()
+
+
+def latent_mask(stack: Stack, pixel_mask: np.ndarray) -> torch.Tensor:
+    """(N, H, W) pixel mask (bool or [0, 1], 1 = regenerate) -> (N, 1, h, w) float latent mask.
+
+    Area average over each latent cell (the soft mask a ComfyUI ``noise_mask`` becomes at the latent size).
+    """
+    mask = torch.from_numpy(np.asarray(pixel_mask, np.float32))[:, None]
+    return torch.nn.functional.interpolate(mask, size=stack.latent_size, mode="area")
+
+
+def _encode_disparity(stack: Stack, disparity: np.ndarray) -> torch.Tensor:
     from jointdit_core.depth import disparity_to_model_input
 
-    z = _encode(stack, disparity_to_model_input(torch.from_numpy(np.asarray(disparity, np.float32)), stack.depth_transform))
-    z_rgb, _ = _generate(stack, captions, "depth_to_image", steps, seed, depth_latent=z)
-    return model_to_uint8(_decode(stack, z_rgb)).numpy()
+    return _encode(stack, disparity_to_model_input(torch.from_numpy(np.asarray(disparity, np.float32)), stack.depth_transform))
+
+
+def _decode_disparity(stack: Stack, z: torch.Tensor) -> np.ndarray:
+    from jointdit_core.depth import model_output_to_disparity
+
+    return model_output_to_disparity(_decode(stack, z), stack.depth_transform).numpy()
+
+
+def depth_completion(stack: Stack, rgb: np.ndarray, disparity: np.ndarray, missing: np.ndarray, steps: int = 20, seed: int = 0, batch: int = 50) -> np.ndarray:
+    """Depth completion: the photo held clean, the depth generated where it is missing.
+
+    Args:
+        rgb: uint8 (N, H, W, 3) photos. disparity: float (N, H, W) in [0, 1] (near = 1), any values where
+            missing (e.g. a nearest-neighbour fill). missing: (N, H, W) bool or [0, 1], 1 = generate.
+    Returns:
+        disparity float32 (N, H, W) in [0, 1]. Task depth_estimation with a depth mask (masked sampling,
+        :func:`jointdit_core.sampler.sample`), prompt " ".
+    """
+    out = []
+    for i in range(0, len(rgb), batch):
+        z_rgb = _encode(stack, uint8_to_model(rgb[i : i + batch]))
+        z_depth = _encode_disparity(stack, disparity[i : i + batch])
+        _, z = _generate(stack, [DEPTH_ESTIMATION_PROMPT] * len(z_rgb), "depth_estimation", steps, seed + i,
+                         rgb_latent=z_rgb, depth_latent=z_depth, depth_mask=latent_mask(stack, missing[i : i + batch]))
+        out.append(_decode_disparity(stack, z))
+    return np.concatenate(out)
+
+
+def inpaint_rgbd(stack: Stack, rgb: np.ndarray, disparity: np.ndarray, hole: np.ndarray, captions: list[str], steps: int = 20, seed: int = 0, depth_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Joint RGB-D inpainting: image and depth regenerated inside ``hole``, kept outside.
+
+    Args:
+        rgb: uint8 (N, H, W, 3); disparity: float (N, H, W) in [0, 1]; hole: (N, H, W) bool or [0, 1],
+            1 = regenerate; captions: N prompts. depth_only: keep the whole photo (task depth_estimation)
+            and regenerate only the depth inside the hole.
+    Returns:
+        (rgb uint8 (N, H, W, 3), disparity float32 (N, H, W) in [0, 1]).
+    """
+    z_rgb = _encode(stack, uint8_to_model(rgb))
+    z_depth = _encode_disparity(stack, disparity)
+    mask = latent_mask(stack, hole)
+    task, rgb_mask = ("depth_estimation", None) if depth_only else ("joint_generation", mask)
+    z_rgb, z_depth = _generate(stack, captions, task, steps, seed, rgb_latent=z_rgb, depth_latent=z_depth, rgb_mask=rgb_mask, depth_mask=mask)
+    return model_to_uint8(_decode(stack, z_rgb)).numpy(), _decode_disparity(stack, z_depth)
 
 
 def autoencoder_roundtrip_disparity(stack: Stack, disparity: np.ndarray) -> np.ndarray:
     """Encode and decode disparity maps (N, H, W) in [0, 1]: the autoencoder's share of the depth error."""
-    from jointdit_core.depth import disparity_to_model_input, model_output_to_disparity
-
-    x = disparity_to_model_input(torch.from_numpy(np.asarray(disparity, np.float32)), stack.depth_transform)
-    return model_output_to_disparity(_decode(stack, _encode(stack, x)), stack.depth_transform).numpy()
+    return _decode_disparity(stack, _encode_disparity(stack, disparity))
 
 
 def load_baseline(model_dir: str | Path = DEFAULT_MODEL_DIR) -> np.ndarray:

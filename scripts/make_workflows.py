@@ -162,20 +162,48 @@ WORKFLOWS["inpaint_rgbd"] = {  # repaint a region of a photo (paint the mask on 
     "22": _node("SaveImage", "Save depth", images=["20", 0], filename_prefix="JointDiT/inpaint_depth"),
     "23": _node("PreviewImage", "Depth (colour)", images=["20", 2]),
 }
-# Depth completion: the photo held clean, the depth generated where it is missing. Load a depth map (near = bright)
-# whose missing pixels are transparent: Load Image's MASK is 1 there.
+# Depth completion: the photo held clean, the depth generated where it is missing. Load Depth reads a sparse or
+# partial depth map (16-bit PNG, EXR, TIFF, .npy; 0 = missing, as LiDAR PNGs store it); its 'valid' MASK tells
+# Encode Depth which pixels are known (the others are filled from their nearest known pixel before encoding) and,
+# inverted, is the depth LATENT's noise mask (1 = generate).
 WORKFLOWS["depth_completion"] = {
     **_common(" "),
     **_photo(7),
-    "10": _node("LoadImage", "Sparse depth map (transparent = missing)", image="sparse_depth.png"),
+    "10": _node("JointDiTLoadDepth", "Sparse depth (0 = missing)", file="sparse_depth.png", normalize=True, zero_is_missing=True),
     "11": _node("ImageScale", "Resize the depth like the photo", image=["10", 0], upscale_method="nearest-exact", width=512, height=512, crop="center"),
     **_scaled_mask(12, ["10", 1]),
-    "15": _node("EncodeDepth", "Encode depth", vae=["6", 0], depth_transform="auto", near_is_bright=True, normalize=True, depth=["11", 0], model=["2", 0]),
-    "16": _node("SetLatentNoiseMask", "Depth: fill where missing", samples=["15", 0], mask=["14", 0]),
-    "17": _sampler("depth_estimation", image=["9", 0], depth=["16", 0]),
-    "18": _decode_depth(["17", 1]),
-    "19": _node("SaveImage", "Save depth", images=["18", 0], filename_prefix="JointDiT/depth_completion"),
-    "20": _node("PreviewImage", "Depth (colour)", images=["18", 2]),
+    "15": _node("InvertMask", "Missing pixels (1 = generate)", mask=["14", 0]),
+    "16": _node("EncodeDepth", "Encode depth (metric depth files: near_is_bright off)", vae=["6", 0], depth_transform="auto", near_is_bright=True,
+                normalize=True, depth=["11", 0], model=["2", 0], valid_mask=["14", 0]),
+    "17": _node("SetLatentNoiseMask", "Depth: fill where missing", samples=["16", 0], mask=["15", 0]),
+    "18": _sampler("depth_estimation", image=["9", 0], depth=["17", 0]),
+    "19": _decode_depth(["18", 1]),
+    "20": _node("SaveImage", "Save depth", images=["19", 0], filename_prefix="JointDiT/depth_completion"),
+    "21": _node("PreviewImage", "Depth (colour)", images=["19", 2]),
+}
+# Outpainting an RGB-D pair: the photo's depth (depth estimation; or your own depth map into the second pad node),
+# both padded to a wider canvas by ComfyUI's Pad Image for Outpainting, whose MASK (1 = new canvas) is the noise
+# mask of both branches; joint generation fills the new canvas with image and depth together.
+PAD = dict(left=128, top=0, right=128, bottom=0)
+WORKFLOWS["outpaint_rgbd"] = {
+    **_common("a cozy living room with wooden floor, wide view"),
+    **_photo(7),
+    "10": _node("CLIPTextEncode", "Depth-estimation prompt (a single space)", text=" ", clip=["3", 0]),
+    "11": _node("FluxGuidance", "Guidance 3.5", conditioning=["10", 0], guidance=3.5),
+    "12": _sampler("depth_estimation", positive=("11", 0), image=["9", 0]),
+    "13": _decode_depth(["12", 1]),
+    "14": _node("ImagePadForOutpaint", "Pad the photo (sizes: multiples of 16)", image=["8", 0], **PAD, feathering=24),
+    "15": _node("ImagePadForOutpaint", "Pad the depth map the same way", image=["13", 0], **PAD, feathering=0),
+    "16": _node("VAEEncode", "Encode padded photo", pixels=["14", 0], vae=["6", 0]),
+    "17": _node("EncodeDepth", "Encode padded depth", vae=["6", 0], depth_transform="auto", near_is_bright=True, normalize=True, depth=["15", 0], model=["2", 0]),
+    "18": _node("SetLatentNoiseMask", "Photo: generate the new canvas", samples=["16", 0], mask=["14", 1]),
+    "19": _node("SetLatentNoiseMask", "Depth: generate the new canvas", samples=["17", 0], mask=["14", 1]),
+    "20": _sampler("joint_generation", image=["18", 0], depth=["19", 0]),
+    "21": _node("VAEDecode", "Decode image", samples=["20", 0], vae=["6", 0]),
+    "22": _decode_depth(["20", 1]),
+    "23": _node("SaveImage", "Save image", images=["21", 0], filename_prefix="JointDiT/outpaint_rgb"),
+    "24": _node("SaveImage", "Save depth", images=["22", 0], filename_prefix="JointDiT/outpaint_depth"),
+    "25": _node("PreviewImage", "Depth (colour)", images=["22", 2]),
 }
 
 
@@ -250,7 +278,7 @@ def _columns(graph: dict) -> dict[str, int]:
 NOTE_ID, NOTE_SIZE = 100, [640, 340]
 NODE_WIDTH, COLUMN, GAP = 300, 340, 40
 OUTPUT_SIZE = [400, 470]  # room for a result below the widgets: an output node never needs to grow over another node
-PREVIEW_HEIGHT = {"LoadImage": 440}  # nodes that show their input image: room for it (the frontend grows them otherwise)
+PREVIEW_HEIGHT = {"LoadImage": 440, "JointDiTLoadDepth": 480}  # nodes that show their input image: room for it (the frontend grows them otherwise)
 # Long graphs are folded into bands (rows of columns) so that the whole graph reads at a zoom that still shows
 # text: node id -> band (default 0).
 BANDS = {"depth_to_image": {"4": 1, "5": 1, "14": 1, "15": 1, "16": 1, "17": 1}}
@@ -371,27 +399,30 @@ def _fit_view(nodes: list[dict], screen=(1780, 900), margin=(70, 110)) -> dict:
 
 # Template thumbnails: 2x2 grids of real outputs of the demo model (python -m rgbd_world.demo), two samples per
 # card, each row the task's input or first output beside its result.
-THUMBNAILS = {
-    "joint_generation": ("joint_generation", ("{}_rgb.png", "{}_depth_color.png")),
-    "depth_estimation": ("depth_estimation", ("{}_input.png", "{}_depth_color.png")),
-    "depth_estimation_any_size": ("depth_estimation", ("{}_input.png", "{}_depth_color.png")),
-    "depth_to_image": ("depth_to_image", ("{}_input_depth_color.png", "{}_rgb.png")),
+THUMBNAILS = {  # name: (demo folder, file patterns per row, samples); tiles fill a square grid row by row
+    "joint_generation": ("joint_generation", ("{}_rgb.png", "{}_depth_color.png"), ("00", "01")),
+    "depth_estimation": ("depth_estimation", ("{}_input.png", "{}_depth_color.png"), ("00", "01")),
+    "depth_estimation_any_size": ("depth_estimation", ("{}_input.png", "{}_depth_color.png"), ("00", "01")),
+    "depth_to_image": ("depth_to_image", ("{}_input_depth_color.png", "{}_rgb.png"), ("00", "01")),
+    "inpaint_rgbd": ("inpainting", ("{}_input.png", "{}_rgb.png", "{}_original.png", "{}_depth_color.png"), ("00",)),
+    "outpaint_rgbd": ("outpainting", ("{}_input.png", "{}_rgb.png", "{}_original.png", "{}_depth_color.png"), ("00",)),
+    "depth_completion": ("depth_completion", ("{}_input.png", "{}_sparse_depth_color.png", "{}_ground_truth_color.png", "{}_depth_color.png"), ("00",)),
 }
 THUMBNAIL_SIZE = 400
 
 
-def write_thumbnails(demo_output: Path, samples: tuple[str, str] = ("00", "01")) -> None:
+def write_thumbnails(demo_output: Path) -> None:
     """``example_workflows/<name>.jpg`` (400x400 JPEG, the size of ComfyUI's own template thumbnails) from a
-    demo output folder. Needs Pillow."""
+    demo output folder: the listed files of each sample, in a 2x2 grid. Needs Pillow."""
     from PIL import Image
 
     cell = THUMBNAIL_SIZE // 2
-    for name, (folder, patterns) in THUMBNAILS.items():
+    for name, (folder, patterns, samples) in THUMBNAILS.items():
         grid = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-        for row, sample in enumerate(samples):
-            for col, pattern in enumerate(patterns):
-                image = Image.open(demo_output / folder / pattern.format(sample)).convert("RGB")
-                grid.paste(image.resize((cell, cell), Image.Resampling.BICUBIC), (col * cell, row * cell))
+        tiles = [pattern.format(sample) for sample in samples for pattern in patterns]
+        for k, tile in enumerate(tiles[:4]):
+            image = Image.open(demo_output / folder / tile).convert("RGB")
+            grid.paste(image.resize((cell, cell), Image.Resampling.BICUBIC), ((k % 2) * cell, (k // 2) * cell))
         path = ROOT / "example_workflows" / f"{name}.jpg"
         grid.save(path, quality=85)
         print("wrote", path.relative_to(ROOT))

@@ -263,3 +263,44 @@ def test_ensemble_scoring_on_synthetic_scenes_uncertainty_tracks_error():
     assert six["abs_rel"] < one["abs_rel"]
     assert six["uncertainty_error_corr_mean"] > 0.3 and six["uncertainty_error_corr_pooled"] > 0.3
     assert "uncertainty_error_corr_mean" not in one
+
+
+def test_zero_is_missing_marks_zeros_invalid_in_a_sparse_16_bit_png(tmp_path):
+    from PIL import Image
+
+    sparse = np.zeros((6, 8), np.uint16)
+    sparse[::2, ::3] = 30000
+    Image.fromarray(sparse).save(tmp_path / "sparse.png")
+    plain, sparse_read = read_depth(tmp_path / "sparse.png"), read_depth(tmp_path / "sparse.png", zero_is_missing=True)
+    assert plain.valid.all()
+    assert np.array_equal(sparse_read.valid, sparse > 0)
+    Image.fromarray(np.zeros((6, 8), np.uint16)).save(tmp_path / "empty.png")
+    with pytest.raises(ValueError, match="other than 0"):
+        read_depth(tmp_path / "empty.png", zero_is_missing=True)
+
+
+@pytest.mark.parametrize("share", [0.01, 0.05, 0.3])
+def test_fill_missing_nearest_matches_brute_force(share):
+    from jointdit_core.depth import fill_missing_nearest
+
+    g = torch.Generator().manual_seed(int(share * 100))
+    values, valid = torch.rand(3, 37, 61, generator=g), torch.rand(3, 37, 61, generator=g) < share
+    valid[:, 5, 7] = True
+    filled = fill_missing_nearest(torch.where(valid, values, torch.nan), valid)  # whatever the holes hold
+    assert torch.equal(filled[valid], values[valid])
+    grid = torch.stack(torch.meshgrid(torch.arange(37.0), torch.arange(61.0), indexing="ij"), -1).reshape(-1, 2)
+    for b in range(3):
+        distances = torch.cdist(grid, valid[b].nonzero().float())
+        nearest = distances.min(1).values
+        chosen = torch.where(values[b][valid[b]][None] == filled[b].reshape(-1, 1), distances, torch.inf).min(1).values
+        assert (chosen <= nearest + 1e-5).float().mean() >= 0.999  # jump flooding: at most a rare Voronoi-edge pixel off
+        assert (chosen <= nearest + 1.5).all()
+
+
+def test_fill_missing_nearest_errors():
+    from jointdit_core.depth import fill_missing_nearest
+
+    with pytest.raises(ValueError, match="no valid pixel"):
+        fill_missing_nearest(torch.rand(2, 4, 4), torch.stack([torch.ones(4, 4), torch.zeros(4, 4)]).bool())
+    with pytest.raises(ValueError, match="must both be"):
+        fill_missing_nearest(torch.rand(4, 4), torch.ones(4, 5).bool())

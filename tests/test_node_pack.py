@@ -62,6 +62,18 @@ def test_encode_depth_pixels_follow_the_training_convention(maps):
         maps.depth_from_comfy(torch.zeros(1, 2, 2, 2, 2))
 
 
+def test_encode_depth_with_a_valid_mask_fills_holes_from_known_pixels(maps):
+    depth = torch.tensor([[[0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 0.0, 6.0]]])  # sparse: 0 = missing
+    valid = (depth > 0).float()
+    pixels = maps.depth_to_vae_pixels(depth, valid=valid)[..., 0]
+    # normalised over the known values only (2 -> 0, 6 -> 1), holes take the nearest known value
+    assert torch.allclose(pixels, torch.tensor([[[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0]]]))
+    two = maps.depth_to_vae_pixels(depth.expand(2, -1, -1), valid=valid)  # a batch-1 mask serves the whole batch
+    assert torch.equal(two[0], two[1])
+    with pytest.raises(ValueError, match="valid mask"):
+        maps.depth_to_vae_pixels(depth, valid=torch.ones(1, 3, 4))
+
+
 def test_decode_depth_inverts_encode_and_undoes_the_transform(maps):
     d = torch.rand(2, 5, 7)
     for transform in ("none", "inverse"):

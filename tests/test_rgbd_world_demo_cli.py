@@ -14,6 +14,9 @@ from rgbd_world import demo
         (["--count", "many"], "argument --count: 'many' is not an integer"),
         (["--steps", "0"], "argument --steps: must be at least 1, got 0"),
         (["--count", "100000"], "count must be 1..1000"),
+        (["--caption", " "], "a --caption is empty"),
+        (["--addon", "no_such_addon.safetensors"], "addon file no_such_addon.safetensors not found"),
+        (["--addon", "a.safetensors", "--variant", "asw_off"], "give --variant or --addon, not both"),
     ],
 )
 def test_bad_options_are_usage_errors(argv, message, capsys, tmp_path):
@@ -57,3 +60,38 @@ def test_out_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "out").write_text("a file")
     with pytest.raises(ValueError, match="is a file"):
         demo.clear_earlier_run(tmp_path / "out")
+
+
+def test_addon_for_another_model_is_a_usage_error(capsys, tmp_path):
+    """An addon file of another size (here the official layout's tiny reference model) is refused by name."""
+    from pathlib import Path
+
+    import safetensors.torch
+
+    data = Path(__file__).parent / "data" / "golden_tiny.safetensors"
+    addon = {k.removeprefix("addon."): v for k, v in safetensors.torch.load_file(data).items() if k.startswith("addon.")}
+    if not addon:
+        pytest.skip("the reference file holds no addon tensors under 'addon.'")
+    safetensors.torch.save_file(addon, tmp_path / "other.safetensors")
+    with pytest.raises(SystemExit):
+        demo.main(["--addon", str(tmp_path / "other.safetensors"), "--out", str(tmp_path / "out")])
+    assert "other.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_overview_lays_out_labelled_groups_and_wraps_long_sections():
+    import numpy as np
+
+    from rgbd_world.overview import GROUP_GAP, MARGIN, TILE, Example, Section, render_overview
+
+    tile = np.zeros((64, 64, 3), np.uint8)
+    tile[..., 0] = 255
+    three = Example("a caption", [("photo", tile), ("estimate", tile), ("ground truth", tile)])
+    one_line = render_overview([Section("one", [three, three])], max_width=10_000)
+    assert one_line.width == 2 * MARGIN + 2 * (3 * TILE + 2 * 4) + GROUP_GAP
+    wrapped = render_overview([Section("one", [three, three])], max_width=one_line.width - 1)  # no room for two side by side
+    assert wrapped.width == 2 * MARGIN + 3 * TILE + 2 * 4 and wrapped.height > one_line.height
+    red = (np.asarray(wrapped)[..., 0] == 255) & (np.asarray(wrapped)[..., 1] == 0)
+    assert red.sum() == 2 * 3 * TILE * TILE  # every tile drawn, at full size
+    with pytest.raises(ValueError, match="needs examples"):
+        render_overview([Section("empty")])

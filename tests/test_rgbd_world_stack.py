@@ -125,6 +125,24 @@ def test_demo_writes_every_file_it_lists(tmp_path):
     assert (tmp_path / "joint_generation" / "00_depth_color.png").is_file()
     text = (tmp_path / "summary.md").read_text()
     assert "Depth estimation on held-out scenes" in text and "a large red sphere" in text
+    assert summary["inpainting"]["abs_rel_in_region"] >= 0 and summary["outpainting"]["region_pixels"] == 2 * 16 * 64 and summary["depth_completion"]["share"] == 0.05
+    for name in ("inpainting/00_rgb.png", "inpainting/00_depth_color.png", "depth_completion/00_sparse_depth_color.png", "overview.png"):
+        assert name in summary["files"]
+
+
+def test_demo_caption_and_own_addon_file(tmp_path):
+    """--caption replaces the built-in captions; --addon runs an addon file from outside the model folder."""
+    import shutil
+
+    from rgbd_world.demo import run_demo
+
+    addon = tmp_path / "mine" / "my_addons.safetensors"
+    addon.parent.mkdir()
+    shutil.copy(SHIPPED / "addons" / "same_timestep.safetensors", addon)
+    shutil.copy(SHIPPED / "addons" / "same_timestep.json", addon.with_suffix(".json"))
+    summary = run_demo(tmp_path / "out", SHIPPED, steps=1, count=1, captions=["two red cubes"], addon=addon)
+    assert [e["caption"] for e in summary["joint_generation"]] == ["two red cubes"]
+    assert summary["variant"] == "my_addons.safetensors" and summary["asw_strength"] == 1.0
 
 
 def test_recipe_runs_stage_commands_side_by_side_with_one_thread_each(tmp_path):

@@ -145,3 +145,31 @@ def test_save_and_load_depth_nodes_round_trip(pack, nodes, tmp_path, monkeypatch
     assert loaded.shape == (1, 37, 53, 3) and valid.shape == (1, 37, 53) and bool(valid.all())
     step = 1 / 65535 / 2 + 1e-7 if fmt == "png16" else 0
     assert (loaded[..., 0] - ramp).abs().max().item() <= step
+
+
+def test_sparse_depth_file_valid_mask_feeds_encode_depth(pack, nodes, tmp_path, monkeypatch):
+    """Load Depth with zero_is_missing marks LiDAR-style zeros invalid; Encode Depth fills them from known pixels."""
+    import folder_paths
+    from PIL import Image
+
+    _, files = nodes
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))
+    sparse = np.zeros((16, 24), np.uint16)
+    sparse[::4, ::4] = np.arange(1, 25).reshape(4, 6) * 2000
+    Image.fromarray(sparse).save(tmp_path / "sparse.png")
+    depth, valid = files.LoadDepth.execute("sparse.png", True, zero_is_missing=True).result
+    assert torch.equal(valid[0].bool(), torch.from_numpy(sparse > 0))
+    assert files.LoadDepth.execute("sparse.png", True).result[1].all()  # off: only inf is missing
+
+    class PixelsVAE:  # records what Encode Depth hands the VAE
+        def encode(self, pixels):
+            self.pixels = pixels
+            return torch.zeros(1, 16, 2, 3)
+
+    vae = PixelsVAE()
+    pack.depth.EncodeDepth.execute(vae, "none", True, True, depth=depth, valid_mask=valid)
+    filled = vae.pixels[0, ..., 0]
+    known = torch.from_numpy(sparse > 0)
+    assert torch.allclose(filled[known], depth[0, ..., 0][known])  # known values kept (already in [0, 1])
+    assert filled[1, 1] == filled[0, 0] and filled[3, 3] == filled[4, 4]  # holes copy their nearest known pixel
+    assert set(filled.unique().tolist()) <= set(filled[known].unique().tolist())

@@ -182,6 +182,9 @@ def server(tmp_path_factory):
     alpha[:, : holes.width // 2] = 0  # transparent = missing: LoadImage's MASK is 1 there (regenerate)
     holes.putalpha(Image.fromarray(alpha))
     holes.save(base / "input" / "astronaut_128_holes.png")
+    sparse = np.zeros((128, 128), np.uint16)  # 16-bit sparse depth: every 4th pixel of a ramp, 0 = missing
+    sparse[::4, ::4] = np.linspace(1000, 60000, 128)[None, ::4].astype(np.uint16)
+    Image.fromarray(sparse).save(base / "input" / "sparse_depth_128.png")
     port = _free_port()
     log = base / "server.log"
     with open(log, "w") as log_file:
@@ -219,7 +222,8 @@ def _make_workflows_module():
     return module
 
 
-MASKED_WORKFLOWS = ("inpaint_rgbd", "depth_completion")
+MASKED_WORKFLOWS = ("inpaint_rgbd", "depth_completion", "outpaint_rgbd")
+OUTPAINT_PAD = 32  # pixels added left and right by the adapted outpainting workflow
 
 
 def adapted_graph(name: str, variant: str = "plain", steps: int = 2, seed: int = 42) -> dict:
@@ -234,6 +238,10 @@ def adapted_graph(name: str, variant: str = "plain", steps: int = 2, seed: int =
             node["inputs"].update(steps=steps, seed=seed)
         elif node["class_type"] in ("ImageScale", "EmptySD3LatentImage"):
             node["inputs"].update(width=128, height=128)
+        elif node["class_type"] == "ImagePadForOutpaint":
+            node["inputs"].update(left=OUTPAINT_PAD, right=OUTPAINT_PAD)
+        elif node["class_type"] == "JointDiTLoadDepth":
+            node["inputs"]["file"] = "sparse_depth_128.png"
     for node in graph.values():
         if node["class_type"] == "LoadImage":  # the masked workflows' photo / sparse depth: the left half transparent
             node["inputs"]["image"] = "astronaut_128_holes.png" if name in MASKED_WORKFLOWS else "astronaut_128.png"
@@ -339,7 +347,8 @@ def test_other_shipped_workflows_run(server, name):
     entry = server.wait(server.queue(graph))
     saves = sorted((nid for nid, node in graph.items() if node["class_type"] == "SaveImage"), key=int)
     images = [_png(server, entry, nid) for nid in saves]
-    assert all(image.shape == (128, 128, 3) for image in images)
+    width = 128 + 2 * OUTPAINT_PAD if name == "outpaint_rgbd" else 128
+    assert all(image.shape == (128, width, 3) for image in images)
     if name == "joint_generation":  # an rgb image and a grey depth map
         rgb, depth = images
         assert (depth[..., 0] == depth[..., 2]).all() and not (rgb[..., 0] == rgb[..., 2]).all()
