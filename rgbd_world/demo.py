@@ -33,7 +33,7 @@ from jointdit_core.images import unit_to_uint8
 from .cli import int_at_least
 from .dataset import normalized_disparity
 from .lift_eval import write_demo_lifts
-from .metrics import evaluate_disparity, mean_metrics
+from .metrics import evaluate_disparity, generated_depth_abs_rel, mean_metrics
 from .stack import DEFAULT_MODEL_DIR, depth_estimation, depth_to_image, held_out_scenes, joint_generation, load_baseline, load_stack
 
 CAPTIONS = [
@@ -46,7 +46,6 @@ DEPTH_ESTIMATION_START, DEPTH_TO_IMAGE_START = 0, 100  # offsets inside the test
 TASK_FOLDERS = ("joint_generation", "depth_estimation", "depth_to_image", "3d")
 OWN_SUFFIXES = {".png", ".glb", ".ply"}  # what the demo writes into TASK_FOLDERS
 OWN_TOP_LEVEL = {"overview.png", "summary.json", "summary.md"}
-NEAR_DEPTH = 2.4  # median nearest z-depth of the world's scenes (metres), for the joint-generation cycle check
 
 
 def colormap(values: np.ndarray) -> np.ndarray:
@@ -139,7 +138,7 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
         Image.fromarray(rgb[i]).save(out / "joint_generation" / f"{stem}_rgb.png")
         names = [f"{stem}_rgb.png"] + save_depth(out / "joint_generation", stem, disp[i])
         files += [f"joint_generation/{n}" for n in names]
-        joint.append({"caption": caption, "files": names, "cycle_abs_rel": _cycle_abs_rel(cycle[i], disp[i])})
+        joint.append({"caption": caption, "files": names, "cycle_abs_rel": generated_depth_abs_rel(cycle[i], disp[i])})
     overview.append([t for i in range(len(CAPTIONS)) for t in (rgb[i], colormap(disp[i]))])
     summary["joint_generation"] = joint
 
@@ -197,20 +196,6 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
     (out / "summary.md").write_text(summary_markdown(summary))
     summary["files"] += ["summary.json", "summary.md"]
     return summary
-
-
-def _cycle_abs_rel(estimated: np.ndarray, reference: np.ndarray) -> float:
-    """AbsRel of a re-estimated disparity against a generated one (both normalised, [0, 1]).
-
-    The generated map has no metric scale; it is read as a world scene's normalised disparity whose
-    nearest pixel is at ``NEAR_DEPTH`` (the median nearest depth of the world's scenes) and whose
-    farthest is at the backdrop: ``1/z = 1/FAR + d * (1/NEAR_DEPTH - 1/FAR)``. Pixels at d = 0 count as sky.
-    """
-    from .scenes import FAR
-
-    disparity = 1.0 / FAR + np.clip(reference, 0, 1) * (1.0 / NEAR_DEPTH - 1.0 / FAR)
-    depth = np.where(reference <= 0, FAR, 1.0 / disparity)
-    return evaluate_disparity(estimated, depth)["abs_rel"]
 
 
 def summary_markdown(s: dict) -> str:

@@ -135,6 +135,11 @@ def depth_to_image(stack: Stack, disparity: np.ndarray, captions: list[str], ste
     return model_to_uint8(_decode(stack, z_rgb)).numpy()
 
 
+def autoencoder_roundtrip_rgb(stack: Stack, rgb: np.ndarray, batch: int = 50) -> np.ndarray:
+    """Encode and decode images, uint8 (N, H, W, 3) -> uint8 (N, H, W, 3): the autoencoder's blur and colour drift."""
+    return np.concatenate([model_to_uint8(_decode(stack, _encode(stack, uint8_to_model(rgb[i : i + batch])))).numpy() for i in range(0, len(rgb), batch)])
+
+
 def autoencoder_roundtrip_disparity(stack: Stack, disparity: np.ndarray) -> np.ndarray:
     """Encode and decode disparity maps (N, H, W) in [0, 1]: the autoencoder's share of the depth error."""
     from jointdit_core.depth import disparity_to_model_input, model_output_to_disparity
