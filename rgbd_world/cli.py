@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 
 def int_at_least(lowest: int):
@@ -18,3 +20,10 @@ def int_at_least(lowest: int):
         return value
 
     return parse
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write ``data`` as indented JSON to ``path`` (parent folders made) and say so on stdout."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=1) + "\n")
+    print(f"\nwrote {path}")

@@ -20,14 +20,12 @@ the scene's ground truth, beside depth estimated from the ground-truth render (t
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
 from .caption_classifier import ATTRIBUTES, caption_accuracy, load_classifier
-from .cli import int_at_least
+from .cli import int_at_least, write_json
 from .dataset import normalized_disparity
 from .evaluate import score
 from .metrics import generated_depth_abs_rel
@@ -111,9 +109,7 @@ def main(argv=None) -> None:
     print(f"\ncaption accuracy on {a.count} test scenes ({a.steps} steps, seed {a.seed}, {result['seconds']['total']}s):\n")
     print(table(result))
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"\nwrote {a.json}")
+        write_json(a.json, result)
 
 
 if __name__ == "__main__":
