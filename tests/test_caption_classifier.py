@@ -113,3 +113,16 @@ def test_shipped_classifier_reads_ground_truth_test_renders():
     result = cc.caption_accuracy(np.stack([s.rgb for s in scenes]), [s.caption for s in scenes], classifier)
     for key, minimum in SHIPPED_MINIMUM.items():
         assert result[key] >= minimum, (key, result)
+
+
+def test_a_model_rebuild_keeps_the_classifier(tmp_path):
+    from rgbd_world import recipe
+
+    out = tmp_path / "model"
+    out.mkdir()
+    for name in recipe.KEPT_FILES + ("model.json",):
+        (out / name).write_text("x")
+    recipe.parse_args(["--quick", "--out", str(out), "--work", str(tmp_path / "work")])  # not refused as foreign
+    assert recipe.clear_outputs(out) == ["model.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(recipe.KEPT_FILES)
+    assert cc.DEFAULT_PATH.name in recipe.KEPT_FILES and cc.DEFAULT_PATH.with_suffix(".json").name in recipe.KEPT_FILES
