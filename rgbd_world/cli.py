@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -35,3 +36,10 @@ def print_rows(result: dict, metric_title: str = "AbsRel") -> None:
     """Print an evaluation's ``rows`` ({name: {"abs_rel", "delta1"}}), one line each."""
     for name, row in result["rows"].items():
         print(f"{name:18s} {metric_title} {row['abs_rel']:.4f}  delta1 {row['delta1']:.4f}")
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write ``data`` as indented JSON to ``path`` (parent folders made) and say so on stdout."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=1) + "\n")
+    print(f"\nwrote {path}")

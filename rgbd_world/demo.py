@@ -37,7 +37,7 @@ from jointdit_core.images import unit_to_uint8
 from .cli import int_at_least
 from .dataset import normalized_disparity
 from .lift_eval import write_demo_lifts
-from .metrics import evaluate_disparity, mean_metrics
+from .metrics import evaluate_disparity, generated_depth_abs_rel, mean_metrics
 from .scenes import VOCABULARY
 from .evaluate_inpainting import masked_inputs, object_hole
 from .overview import Example, Section, render_overview
@@ -55,7 +55,6 @@ OUTPAINT_BORDER = 16  # pixels the outpainting example regenerates on the left a
 TASK_FOLDERS = ("joint_generation", "depth_estimation", "depth_to_image", "inpainting", "outpainting", "depth_completion", "3d")
 OWN_SUFFIXES = {".png", ".glb", ".ply"}  # what the demo writes into TASK_FOLDERS
 OWN_TOP_LEVEL = {"overview.png", "summary.json", "summary.md"}
-NEAR_DEPTH = 2.4  # median nearest z-depth of the world's scenes (metres), for the joint-generation cycle check
 
 
 def colormap(values: np.ndarray) -> np.ndarray:
@@ -155,7 +154,7 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
     joint = []
     for i, caption in enumerate(captions):
         names = write("joint_generation", f"{i:02d}_rgb", rgb[i], disp[i])
-        joint.append({"caption": caption, "files": names, "cycle_abs_rel": _cycle_abs_rel(cycle[i], disp[i])})
+        joint.append({"caption": caption, "files": names, "cycle_abs_rel": generated_depth_abs_rel(cycle[i], disp[i])})
     sections.append(Section("1. Joint generation: caption -> image + depth (both drawn from noise)",
                             [Example(c, [("image", rgb[i]), ("depth", colormap(disp[i]))]) for i, c in enumerate(captions)]))
     summary["joint_generation"] = joint
@@ -260,20 +259,6 @@ def _completion_example(stack, out: Path, steps: int, seed: int, files: list[str
     example = Example(f"test scene {s.index}: AbsRel {abs_rel:.3f}", [
         ("photo", s.rgb), (f"{COMPLETION_SHARE:.0%} of the depth", shown), ("completed", colormap(completed)), ("true depth", gt)])
     return {"scene": s.index, "share": COMPLETION_SHARE, "abs_rel": abs_rel}, example
-
-
-def _cycle_abs_rel(estimated: np.ndarray, reference: np.ndarray) -> float:
-    """AbsRel of a re-estimated disparity against a generated one (both normalised, [0, 1]).
-
-    The generated map has no metric scale; it is read as a world scene's normalised disparity whose
-    nearest pixel is at ``NEAR_DEPTH`` (the median nearest depth of the world's scenes) and whose
-    farthest is at the backdrop: ``1/z = 1/FAR + d * (1/NEAR_DEPTH - 1/FAR)``. Pixels at d = 0 count as sky.
-    """
-    from .scenes import FAR
-
-    disparity = 1.0 / FAR + np.clip(reference, 0, 1) * (1.0 / NEAR_DEPTH - 1.0 / FAR)
-    depth = np.where(reference <= 0, FAR, 1.0 / disparity)
-    return evaluate_disparity(estimated, depth)["abs_rel"]
 
 
 def summary_markdown(s: dict) -> str:

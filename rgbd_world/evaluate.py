@@ -18,12 +18,12 @@ distilled).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .cli import write_json
 from .metrics import evaluate_disparity, mean_metrics
 from .stack import DEFAULT_MODEL_DIR, autoencoder_roundtrip_disparity, depth_estimation, held_out_scenes, load_baseline, load_stack, read_manifest
 
@@ -98,9 +98,7 @@ def main(argv=None):
     print(f"\ndepth estimation on {a.count} test scenes ({a.steps} steps, seed {a.seed}):\n")
     print(table(result))
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"\nwrote {a.json}")
+        write_json(a.json, result)
 
 
 if __name__ == "__main__":

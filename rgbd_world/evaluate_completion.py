@@ -18,12 +18,11 @@ The sparse disparity ``1 / z`` is min-max normalised over the kept pixels (the m
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import torch
 
-from .cli import evaluation_parser, print_rows
+from .cli import evaluation_parser, print_rows, write_json
 from .evaluate import score
 from .metrics import valid_mask
 from .stack import DEFAULT_MODEL_DIR, depth_completion, depth_estimation, held_out_scenes, load_stack
@@ -76,7 +75,7 @@ def main(argv=None) -> None:
     result = evaluate_completion(args.model, args.count, args.steps, tuple(args.fractions))
     print_rows(result)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

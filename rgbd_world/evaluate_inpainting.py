@@ -23,11 +23,10 @@ the photo inside the hole.
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 
-from .cli import evaluation_parser, print_rows
+from .cli import evaluation_parser, print_rows, write_json
 from .dataset import normalized_disparity
 from .evaluate_completion import nearest_fill
 from .metrics import evaluate_disparity, mean_metrics, valid_mask
@@ -91,7 +90,7 @@ def main(argv=None) -> None:
     print(f"hole: {result['settings']['hole']}; {100 * result['settings']['hole_share']:.1f}% of the pixels on average")
     print_rows(result, "AbsRel in the hole")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

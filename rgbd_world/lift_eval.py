@@ -34,13 +34,13 @@ import torch
 
 from jointdit_core.lift3d import lift_rgbd, unproject
 
-from .metrics import aligned_depth, valid_mask
+from .metrics import NEAR_DEPTH, aligned_depth, valid_mask
 from .scenes import FAR, HFOV_DEG
 from .stack import DEFAULT_MODEL_DIR, depth_estimation, held_out_scenes, load_baseline, load_stack
 
 EDGE_THRESHOLD_64PX = 0.1  # relative depth-edge threshold for the world's 64x64 images (0.03 suits >= 512 px)
 SKY_THRESHOLD = 0.01  # normalised disparity below which a pixel counts as sky in the demo's files
-WORLD_NEAR = 2.4  # median nearest z-depth of the world's scenes (metres; the demo's NEAR_DEPTH): near for generated pairs
+WORLD_NEAR = NEAR_DEPTH  # median nearest z-depth of the world's scenes (metres): near for generated pairs
 
 
 def point_error(points: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> dict[str, float]:

@@ -22,6 +22,7 @@ import numpy as np
 from .scenes import FAR
 
 DELTA1_THRESHOLD = 1.25
+NEAR_DEPTH = 2.4  # median nearest z-depth of the world's scenes (metres): the scale read into generated depth maps
 
 
 def valid_mask(depth: np.ndarray, far: float = FAR) -> np.ndarray:
@@ -95,3 +96,18 @@ def mean_metrics(per_image: list[dict[str, float]]) -> dict[str, float]:
     if not per_image:
         raise ValueError("no image was evaluated")
     return {k: float(np.mean([m[k] for m in per_image])) for k in per_image[0]}
+
+
+def generated_depth_abs_rel(estimated: np.ndarray, generated: np.ndarray, near: float = NEAR_DEPTH, far: float = FAR) -> float:
+    """AbsRel of a re-estimated disparity against a generated one (both (H, W), normalised to [0, 1], near = 1).
+
+    A generated map has no metric scale; it is read as a world scene's normalised disparity whose nearest
+    pixel is at ``near`` (default the median nearest depth of the world's scenes) and whose farthest is at the
+    backdrop ``far``: ``1/z = 1/far + d * (1/near - 1/far)``; pixels at d <= 0 count as sky (excluded). Then
+    :func:`evaluate_disparity` scores ``estimated`` against that depth. Raises ValueError (from the protocol)
+    when fewer than 2 pixels are left, e.g. a generated map that is all sky.
+    """
+    reference = np.asarray(generated, np.float64)
+    disparity = 1.0 / far + np.clip(reference, 0, 1) * (1.0 / near - 1.0 / far)
+    depth = np.where(reference <= 0, far, 1.0 / disparity)
+    return evaluate_disparity(estimated, depth, far)["abs_rel"]

@@ -46,6 +46,9 @@ SHIPPED_MODEL = Path(__file__).resolve().parent / "model"
 # what the stages write into --out (everything else there is someone else's)
 OUT_FILES = ("text", "ae.safetensors", "ae.json", "flux.safetensors", "flux.json", "addons", "baseline_mean_disparity.safetensors", "model.json",
              "evaluation.json")  # evaluation.json: python -m rgbd_world.evaluate --json; stale once the model is rebuilt
+# files in --out the recipe neither writes nor clears: the caption classifier (python -m rgbd_world.caption_classifier),
+# the ruler every model is measured with, which a rebuild keeps
+KEPT_FILES = ("caption_classifier.safetensors", "caption_classifier.json")
 VARIANTS = {  # variant: trainer overrides (the ablations of the paper)
     "uts_asw": {"timestep_sampling": "uts", "asw_strength": 1.0},
     "same_timestep": {"timestep_sampling": "same", "asw_strength": 1.0},
@@ -266,7 +269,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(a, name).exists() and not getattr(a, name).is_dir():
             p.error(f"--{name} {getattr(a, name)} is a file, not a folder")
     if set(a.stages) == set(STAGES) and a.out.is_dir():
-        foreign = sorted(x.name for x in a.out.iterdir() if x.name not in OUT_FILES)
+        foreign = sorted(x.name for x in a.out.iterdir() if x.name not in OUT_FILES + KEPT_FILES)
         if foreign:
             p.error(f"--out {a.out} holds files the recipe does not write ({', '.join(foreign[:5])}"
                     f"{', ...' if len(foreign) > 5 else ''}); choose an empty or new folder, or remove them")

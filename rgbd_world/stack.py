@@ -201,6 +201,11 @@ def inpaint_rgbd(stack: Stack, rgb: np.ndarray, disparity: np.ndarray, hole: np.
     return model_to_uint8(_decode(stack, z_rgb)).numpy(), _decode_disparity(stack, z_depth)
 
 
+def autoencoder_roundtrip_rgb(stack: Stack, rgb: np.ndarray, batch: int = 50) -> np.ndarray:
+    """Encode and decode images, uint8 (N, H, W, 3) -> uint8 (N, H, W, 3): the autoencoder's blur and colour drift."""
+    return np.concatenate([model_to_uint8(_decode(stack, _encode(stack, uint8_to_model(rgb[i : i + batch])))).numpy() for i in range(0, len(rgb), batch)])
+
+
 def autoencoder_roundtrip_disparity(stack: Stack, disparity: np.ndarray) -> np.ndarray:
     """Encode and decode disparity maps (N, H, W) in [0, 1]: the autoencoder's share of the depth error."""
     return _decode_disparity(stack, _encode_disparity(stack, disparity))
