@@ -146,6 +146,13 @@ def read_images(images, classifier: CaptionClassifier | None = None, batch: int 
     }
 
 
+def describe(reading: dict, i: int) -> str:
+    """Image ``i`` of a :func:`read_images` result in words, e.g. "2 objects: red sphere, blue cube; striped floor"."""
+    objects = [name for name, present in zip(OBJECTS, reading["objects"][i]) if present]
+    count = int(reading["count"][i])
+    return f"{count} object{'s' if count > 1 else ''}: {', '.join(objects) or 'none recognised'}; {reading['floor'][i]} floor"
+
+
 def caption_accuracy(images, captions: list[str], classifier: CaptionClassifier | None = None) -> dict:
     """Score images against their captions with the caption classifier.
 

@@ -155,8 +155,9 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
     for i, caption in enumerate(captions):
         names = write("joint_generation", f"{i:02d}_rgb", rgb[i], disp[i])
         joint.append({"caption": caption, "files": names, "cycle_abs_rel": generated_depth_abs_rel(cycle[i], disp[i])})
-    sections.append(Section("1. Joint generation: caption -> image + depth (both drawn from noise)",
-                            [Example(c, [("image", rgb[i]), ("depth", colormap(disp[i]))]) for i, c in enumerate(captions)]))
+    readings = _caption_readings(rgb, captions, joint)
+    sections.append(Section("1. Joint generation: caption -> image + depth (both drawn from noise); 'reads': what the caption classifier sees",
+                            [Example(f"{c} | reads: {readings[i]}", [("image", rgb[i]), ("depth", colormap(disp[i]))]) for i, c in enumerate(captions)]))
     summary["joint_generation"] = joint
 
     # 2. depth estimation on held-out scenes
@@ -194,8 +195,10 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
         files.extend(f"depth_to_image/{n}" for n in names)
         names += write("depth_to_image", f"{i:02d}_rgb", images[i]) + write("depth_to_image", f"{i:02d}_original", s.rgb)
         d2i.append({"scene": s.index, "caption": s.caption, "files": names, "cycle_abs_rel": evaluate_disparity(cycle[i], s.depth)["abs_rel"]})
+    readings = _caption_readings(images, [s.caption for s in scenes], d2i)
     sections.append(Section("3. Depth-to-image: depth + caption -> image, held-out depth maps",
-                            [Example(s.caption, [("depth given", colormap(cond[i])), ("generated", images[i]), ("original", s.rgb)]) for i, s in enumerate(scenes)]))
+                            [Example(f"{s.caption} | reads: {readings[i]}", [("depth given", colormap(cond[i])), ("generated", images[i]), ("original", s.rgb)])
+                             for i, s in enumerate(scenes)]))
     summary["depth_to_image"] = d2i
 
     # 4 + 5. editing: joint inpainting and depth completion on one held-out scene each
@@ -225,6 +228,22 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
     return summary
 
 
+def _caption_readings(images: np.ndarray, captions: list[str], entries: list[dict]) -> list[str]:
+    """What the caption classifier reads in each generated image (words); adds each entry's "reads" and, for
+    captions of the world's grammar, "caption_accuracy" (per attribute, 1 = matches; rgbd_world.caption_classifier)."""
+    from .caption_classifier import caption_accuracy, describe, read_images
+
+    reading = read_images(images)
+    words = [describe(reading, i) for i in range(len(images))]
+    for i, entry in enumerate(entries):
+        entry["reads"] = words[i]
+        try:
+            entry["caption_accuracy"] = caption_accuracy(images[i : i + 1], [captions[i]])
+        except ValueError:  # a --caption outside the world's grammar: nothing to score against
+            entry["caption_accuracy"] = None
+    return words
+
+
 def _masked_example(stack, out: Path, folder: str, s, hole: np.ndarray, steps: int, seed: int, files: list[str]) -> tuple[dict, Example]:
     """Joint inpainting / outpainting of scene ``s`` inside ``hole`` (H, W) bool; files in ``out/folder``."""
     photo, fill = masked_inputs(s.rgb, normalized_disparity(s.depth), hole)
@@ -237,7 +256,7 @@ def _masked_example(stack, out: Path, folder: str, s, hole: np.ndarray, steps: i
     files.extend(f"{folder}/{n}" for n in save_depth(out / folder, "00", disp[0]))
     abs_rel = evaluate_disparity(disp[0], s.depth, region=hole)["abs_rel"]
     example = Example(f"{s.caption} (depth AbsRel in the new region {abs_rel:.3f})", [
-        ("photo, region removed", photo), ("redrawn", pasted), ("its depth", colormap(disp[0])), ("original", s.rgb),
+        ("input", photo), ("redrawn", pasted), ("its depth", colormap(disp[0])), ("original", s.rgb),
         ("true depth", colormap(normalized_disparity(s.depth)))])
     return {"scene": s.index, "caption": s.caption, "region_pixels": int(hole.sum()), "abs_rel_in_region": abs_rel}, example
 
@@ -291,12 +310,13 @@ def summary_markdown(s: dict) -> str:
     for e in de["scenes"]:
         lines.append(f"| {e['scene']} | {e['caption']} | {e['abs_rel']:.3f} | {e['delta1']:.3f} | {e['baseline_abs_rel']:.3f} |")
     lines.append(f"| **mean** | | **{de['mean']['abs_rel']:.3f}** | **{de['mean']['delta1']:.3f}** | {de['baseline_mean']['abs_rel']:.3f} |")
-    lines += ["", "## Joint generation", "", "| caption | files | cycle AbsRel |", "| --- | --- | --- |"]
+    score = lambda e: "-" if not e.get("caption_accuracy") else f"{e['caption_accuracy']['overall']:.2f}"  # noqa: E731
+    lines += ["", "## Joint generation", "", "| caption | the classifier reads | caption accuracy | files | cycle AbsRel |", "| --- | --- | --- | --- | --- |"]
     for e in s["joint_generation"]:
-        lines.append(f"| {e['caption']} | {', '.join(e['files'])} | {e['cycle_abs_rel']:.3f} |")
-    lines += ["", "## Depth-to-image", "", "| scene | caption | files | cycle AbsRel |", "| --- | --- | --- | --- |"]
+        lines.append(f"| {e['caption']} | {e['reads']} | {score(e)} | {', '.join(e['files'])} | {e['cycle_abs_rel']:.3f} |")
+    lines += ["", "## Depth-to-image", "", "| scene | caption | the classifier reads | caption accuracy | files | cycle AbsRel |", "| --- | --- | --- | --- | --- | --- |"]
     for e in s["depth_to_image"]:
-        lines.append(f"| {e['scene']} | {e['caption']} | {', '.join(e['files'])} | {e['cycle_abs_rel']:.3f} |")
+        lines.append(f"| {e['scene']} | {e['caption']} | {e['reads']} | {score(e)} | {', '.join(e['files'])} | {e['cycle_abs_rel']:.3f} |")
     ip, op, dc = s["inpainting"], s["outpainting"], s["depth_completion"]
     lines += [
         "", "## Joint inpainting, outpainting and depth completion", "",
@@ -312,6 +332,10 @@ def summary_markdown(s: dict) -> str:
         "(files in `depth_completion/`; `python -m rgbd_world.evaluate_completion` scores 200 scenes).",
     ]
     lines += [
+        "",
+        "Caption accuracy: the caption classifier (`rgbd_world.caption_classifier`, 0.85 on ground-truth renders) reads "
+        "count, floor, shapes, colours and colour + shape objects from the image; the mean of the attributes the caption "
+        "states that match (1 = all). `python -m rgbd_world.evaluate_captions` scores 200 captions.",
         "",
         "Cycle AbsRel: the model re-estimates the depth of the image it generated and this is scored against the depth "
         "it generated (joint generation) or was given (depth-to-image); low = image and depth agree.",

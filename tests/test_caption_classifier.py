@@ -127,3 +127,15 @@ def test_a_model_rebuild_keeps_the_classifier(tmp_path):
     assert recipe.clear_outputs(out) == ["model.json"]
     assert sorted(p.name for p in out.iterdir()) == sorted(recipe.KEPT_FILES)
     assert cc.DEFAULT_PATH.name in recipe.KEPT_FILES and cc.DEFAULT_PATH.with_suffix(".json").name in recipe.KEPT_FILES
+
+
+def test_describe_names_the_objects_read():
+    import numpy as np
+
+    from rgbd_world.caption_classifier import OBJECTS, describe
+
+    objects = np.zeros((2, len(OBJECTS)), bool)
+    objects[0, OBJECTS.index("red sphere")] = objects[0, OBJECTS.index("blue cube")] = True
+    reading = {"objects": objects, "count": np.array([2, 1]), "floor": np.array(["striped", "checkered"])}
+    assert describe(reading, 0) == "2 objects: red sphere, blue cube; striped floor"
+    assert describe(reading, 1) == "1 object: none recognised; checkered floor"
