@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import evaluate_disparity, mean_metrics
-from .stack import DEFAULT_MODEL_DIR, Stack, depth_estimation, read_manifest
+from .stack import DEFAULT_MODEL_DIR, Stack, depth_estimation, load_stack, read_manifest
 
 
 def scenes_of(split: str, start: int, count: int, size: int):
@@ -35,20 +35,6 @@ def scenes_of(split: str, start: int, count: int, size: int):
     if len(indices) < count:
         raise ValueError(f"the {split} split has {len(split_indices(split))} scenes; start={start} count={count} is outside it")
     return [scene(i, size=size) for i in indices]
-
-
-def load_addon_stack(addon_file: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, asw_strength: float = 1.0) -> Stack:
-    """Base, autoencoder and text encoders of ``model_dir`` with the addons of ``addon_file``."""
-    from jointdit_core.checkpoint import load_autoencoder, load_jointdit
-
-    from .text import load_text_encoders
-
-    model_dir = Path(model_dir)
-    manifest = read_manifest(model_dir)
-    model, addon = load_jointdit(model_dir / manifest["flux"], addon_file)
-    ae = load_autoencoder(model_dir / manifest["ae"])
-    text = load_text_encoders(model_dir / manifest["text"], t5_max_length=manifest["t5_max_length"])
-    return Stack(model, ae, text, float(asw_strength), float(manifest["guidance"]), addon.depth_transform, str(addon_file), manifest)
 
 
 def evaluate_addon(stack: Stack, rgb: np.ndarray, depths: list, steps: int = 20, seed: int = 0, save_pred: str | None = None) -> dict:
@@ -83,7 +69,7 @@ def main(argv=None):
     depths = [s.depth for s in scenes]
     for addon in a.addons:
         t0 = time.time()
-        stack = load_addon_stack(addon, a.model, a.asw_strength)
+        stack = load_stack(a.model, addon=addon, asw_strength=a.asw_strength)
         row = evaluate_addon(stack, rgb, depths, a.steps, a.seed, a.save_pred)
         seconds = round(time.time() - t0, 1)
         print(f"{addon}: {a.split}[{a.start}:{a.start + a.count}] steps {a.steps} seed {a.seed}: "

@@ -14,7 +14,7 @@ def test_an_addon_file_gives_the_same_depth_as_its_shipped_variant(tmp_path):
     scenes = E.scenes_of("test", 0, 2, 64)
     rgb = np.stack([s.rgb for s in scenes])
     shipped = S.depth_estimation(S.load_stack(S.DEFAULT_MODEL_DIR, "uts_asw"), rgb, steps=2)
-    stack = E.load_addon_stack(addon)
+    stack = S.load_stack(addon=addon)
     np.testing.assert_array_equal(S.depth_estimation(stack, rgb, steps=2), shipped)
     row = E.evaluate_addon(stack, rgb, [s.depth for s in scenes], steps=2, save_pred=str(tmp_path / "p.npy"))
     assert len(row["per_image"]) == 2 and 0 < row["abs_rel"] < 1 and np.load(tmp_path / "p.npy").shape == (2, 64, 64)
