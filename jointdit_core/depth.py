@@ -75,12 +75,8 @@ def fill_missing_nearest(values: Tensor, valid: Tensor) -> Tensor:
     cols = torch.arange(w, device=v.device, dtype=torch.float32).view(1, 1, w).expand(b, h, w)
     seed_r, seed_c = torch.where(known, rows, -far), torch.where(known, cols, -far)
     best = (seed_r - rows) ** 2 + (seed_c - cols) ** 2
-    step = 1 << max(0, (max(h, w) - 1).bit_length() - 1)
-    steps = []
-    while step >= 1:
-        steps.append(step)
-        step //= 2
-    for k in steps + [1]:
+    half = (max(h, w) - 1).bit_length() - 1  # the first jump is the largest power of 2 below the longer side
+    for k in [1 << i for i in range(half, -1, -1)] + [1]:
         pad_r = torch.nn.functional.pad(seed_r, (k, k, k, k), value=-far)
         pad_c = torch.nn.functional.pad(seed_c, (k, k, k, k), value=-far)
         for dy in (-k, 0, k):

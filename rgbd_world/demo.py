@@ -38,9 +38,10 @@ from .cli import int_at_least
 from .dataset import normalized_disparity
 from .lift_eval import write_demo_lifts
 from .metrics import evaluate_disparity, generated_depth_abs_rel, mean_metrics
-from .scenes import VOCABULARY
+from .evaluate_completion import nearest_fill, sparse_disparity
 from .evaluate_inpainting import masked_inputs, object_hole
 from .overview import Example, Section, render_overview
+from .scenes import VOCABULARY
 from .stack import DEFAULT_MODEL_DIR, depth_completion, depth_estimation, depth_to_image, held_out_scenes, inpaint_rgbd, joint_generation, load_baseline, load_stack
 
 CAPTIONS = [
@@ -72,6 +73,20 @@ def save_depth(folder: Path, stem: str, disparity: np.ndarray) -> list[str]:
     Image.fromarray(gray(disparity)).save(folder / f"{stem}_depth.png")
     Image.fromarray(colormap(disparity)).save(folder / f"{stem}_depth_color.png")
     return [f"{stem}_depth.png", f"{stem}_depth_color.png"]
+
+
+def _save(out: Path, files: list[str], folder: str, name: str, image: np.ndarray) -> str:
+    """Write uint8 ``image`` to ``out/folder/name``, list it in ``files``; returns ``name``."""
+    Image.fromarray(image).save(out / folder / name)
+    files.append(f"{folder}/{name}")
+    return name
+
+
+def _save_depth(out: Path, files: list[str], folder: str, stem: str, disparity: np.ndarray) -> list[str]:
+    """:func:`save_depth` into ``out/folder``, the files listed in ``files``; returns their names."""
+    names = save_depth(out / folder, stem, disparity)
+    files.extend(f"{folder}/{n}" for n in names)
+    return names
 
 
 def clear_earlier_run(out: Path) -> int:
@@ -136,16 +151,6 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
     files: list[str] = []
     sections: list[Section] = []
 
-    def write(folder: str, stem: str, rgb: np.ndarray | None = None, disparity: np.ndarray | None = None) -> list[str]:
-        names = []
-        if rgb is not None:
-            Image.fromarray(rgb).save(out / folder / f"{stem}.png")
-            names.append(f"{stem}.png")
-        if disparity is not None:
-            names += save_depth(out / folder, stem.removesuffix("_rgb"), disparity)
-        files.extend(f"{folder}/{n}" for n in names)
-        return names
-
     # 1. joint generation
     t0 = time.time()
     rgb, disp = joint_generation(stack, captions, steps=steps, seed=seed)
@@ -153,7 +158,7 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
     cycle = depth_estimation(stack, rgb, steps=steps, seed=seed + 1)
     joint = []
     for i, caption in enumerate(captions):
-        names = write("joint_generation", f"{i:02d}_rgb", rgb[i], disp[i])
+        names = [_save(out, files, "joint_generation", f"{i:02d}_rgb.png", rgb[i])] + _save_depth(out, files, "joint_generation", f"{i:02d}", disp[i])
         joint.append({"caption": caption, "files": names, "cycle_abs_rel": generated_depth_abs_rel(cycle[i], disp[i])})
     readings = _caption_readings(rgb, captions, joint)
     sections.append(Section("1. Joint generation: caption -> image + depth (both drawn from noise); 'reads': what the caption classifier sees",
@@ -169,10 +174,8 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
     estimates, ours, base, examples = [], [], [], []
     for i, s in enumerate(scenes):
         gt = normalized_disparity(s.depth)
-        names = write("depth_estimation", f"{i:02d}_input", s.rgb) + save_depth(out / "depth_estimation", f"{i:02d}", pred[i])
-        Image.fromarray(colormap(gt)).save(out / "depth_estimation" / f"{i:02d}_ground_truth_color.png")
-        names.append(f"{i:02d}_ground_truth_color.png")
-        files.extend(f"depth_estimation/{n}" for n in names[1:])
+        names = [_save(out, files, "depth_estimation", f"{i:02d}_input.png", s.rgb), *_save_depth(out, files, "depth_estimation", f"{i:02d}", pred[i]),
+                 _save(out, files, "depth_estimation", f"{i:02d}_ground_truth_color.png", colormap(gt))]
         m, b = evaluate_disparity(pred[i], s.depth), evaluate_disparity(baseline, s.depth)
         ours.append(m)
         base.append(b)
@@ -183,7 +186,7 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
     files += write_demo_lifts(out, (rgb[0], disp[0]), (scenes[0].rgb, pred[0]))  # 3d/*.glb, *.ply (rgbd_world.lift_eval)
 
     # 3. depth-to-image from held-out depth maps
-    scenes = held_out_scenes(min(len(CAPTIONS), 4), start=DEPTH_TO_IMAGE_START, size=stack.manifest["resolution"])
+    scenes = held_out_scenes(len(CAPTIONS), start=DEPTH_TO_IMAGE_START, size=stack.manifest["resolution"])
     cond = np.stack([normalized_disparity(s.depth) for s in scenes])
     t0 = time.time()
     images = depth_to_image(stack, cond, [s.caption for s in scenes], steps=steps, seed=seed)
@@ -191,9 +194,8 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
     cycle = depth_estimation(stack, images, steps=steps, seed=seed + 1)
     d2i = []
     for i, s in enumerate(scenes):
-        names = save_depth(out / "depth_to_image", f"{i:02d}_input", cond[i])
-        files.extend(f"depth_to_image/{n}" for n in names)
-        names += write("depth_to_image", f"{i:02d}_rgb", images[i]) + write("depth_to_image", f"{i:02d}_original", s.rgb)
+        names = [*_save_depth(out, files, "depth_to_image", f"{i:02d}_input", cond[i]), _save(out, files, "depth_to_image", f"{i:02d}_rgb.png", images[i]),
+                 _save(out, files, "depth_to_image", f"{i:02d}_original.png", s.rgb)]
         d2i.append({"scene": s.index, "caption": s.caption, "files": names, "cycle_abs_rel": evaluate_disparity(cycle[i], s.depth)["abs_rel"]})
     readings = _caption_readings(images, [s.caption for s in scenes], d2i)
     sections.append(Section("3. Depth-to-image: depth + caption -> image, held-out depth maps",
@@ -201,7 +203,7 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
                              for i, s in enumerate(scenes)]))
     summary["depth_to_image"] = d2i
 
-    # 4 + 5. editing: joint inpainting and depth completion on one held-out scene each
+    # 4 + 5. editing: joint inpainting, outpainting and depth completion on one held-out scene each
     t0 = time.time()
     s = held_out_scenes(1, start=EDITING_START, size=stack.manifest["resolution"])[0]
     summary["inpainting"], inpainting = _masked_example(stack, out, "inpainting", s, object_hole(s.labels), steps, seed, files)
@@ -218,10 +220,7 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
     render_overview(sections).save(out / "overview.png")
     files.append("overview.png")
     timings["total"] = round(time.time() - t_start, 2)
-    summary.update(timings=timings, files=files, platform=platform.platform(), python=platform.python_version())
-    import torch
-
-    summary["torch"] = torch.__version__
+    summary.update(timings=timings, files=files, platform=platform.platform(), python=platform.python_version(), torch=torch.__version__)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "summary.md").write_text(summary_markdown(summary))
     summary["files"] += ["summary.json", "summary.md"]
@@ -251,9 +250,8 @@ def _masked_example(stack, out: Path, folder: str, s, hole: np.ndarray, steps: i
     # pasted into the photo outside the region, as inpainting tools composite: the small autoencoder blurs a round trip
     pasted = np.where(hole[..., None], rgb[0], photo)
     for stem, image in (("input", photo), ("rgb", pasted), ("original", s.rgb)):
-        Image.fromarray(image).save(out / folder / f"00_{stem}.png")
-        files.append(f"{folder}/00_{stem}.png")
-    files.extend(f"{folder}/{n}" for n in save_depth(out / folder, "00", disp[0]))
+        _save(out, files, folder, f"00_{stem}.png", image)
+    _save_depth(out, files, folder, "00", disp[0])
     abs_rel = evaluate_disparity(disp[0], s.depth, region=hole)["abs_rel"]
     example = Example(f"{s.caption} (depth AbsRel in the new region {abs_rel:.3f})", [
         ("input", photo), ("redrawn", pasted), ("its depth", colormap(disp[0])), ("original", s.rgb),
@@ -263,17 +261,14 @@ def _masked_example(stack, out: Path, folder: str, s, hole: np.ndarray, steps: i
 
 def _completion_example(stack, out: Path, steps: int, seed: int, files: list[str]) -> tuple[dict, Example]:
     """Depth completion of one held-out scene from COMPLETION_SHARE of its depth; files in ``out/depth_completion``."""
-    from .evaluate_completion import nearest_fill, sparse_disparity
-
     s = held_out_scenes(1, start=EDITING_START + 1, size=stack.manifest["resolution"])[0]
     sparse, kept = sparse_disparity(s.depth, COMPLETION_SHARE, seed)
     completed = depth_completion(stack, s.rgb[None], nearest_fill(sparse, kept)[None], ~kept[None], steps=steps, seed=seed)[0]
     shown = np.where(kept[..., None], colormap(sparse), 255).astype(np.uint8)  # known pixels in colour, missing white
     gt = colormap(normalized_disparity(s.depth))
     for stem, image in (("input", s.rgb), ("sparse_depth_color", shown), ("ground_truth_color", gt)):
-        Image.fromarray(image).save(out / "depth_completion" / f"00_{stem}.png")
-        files.append(f"depth_completion/00_{stem}.png")
-    files.extend(f"depth_completion/{n}" for n in save_depth(out / "depth_completion", "00", completed))
+        _save(out, files, "depth_completion", f"00_{stem}.png", image)
+    _save_depth(out, files, "depth_completion", "00", completed)
     abs_rel = evaluate_disparity(completed, s.depth)["abs_rel"]
     example = Example(f"test scene {s.index}: AbsRel {abs_rel:.3f}", [
         ("photo", s.rgb), (f"{COMPLETION_SHARE:.0%} of the depth", shown), ("completed", colormap(completed)), ("true depth", gt)])

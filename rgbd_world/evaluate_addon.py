@@ -24,17 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import evaluate_disparity, mean_metrics
-from .stack import DEFAULT_MODEL_DIR, Stack, depth_estimation, load_stack, read_manifest
-
-
-def scenes_of(split: str, start: int, count: int, size: int):
-    """Scenes ``split_indices(split)[start:start+count]``."""
-    from .scenes import scene, split_indices
-
-    indices = split_indices(split)[start : start + count]
-    if len(indices) < count:
-        raise ValueError(f"the {split} split has {len(split_indices(split))} scenes; start={start} count={count} is outside it")
-    return [scene(i, size=size) for i in indices]
+from .stack import DEFAULT_MODEL_DIR, Stack, depth_estimation, load_stack, read_manifest, scenes_of
 
 
 def evaluate_addon(stack: Stack, rgb: np.ndarray, depths: list, steps: int = 20, seed: int = 0, save_pred: str | None = None) -> dict:

@@ -219,13 +219,19 @@ def load_baseline(model_dir: str | Path = DEFAULT_MODEL_DIR) -> np.ndarray:
     return load_file(str(Path(model_dir) / manifest["baseline"]))["mean_disparity"]
 
 
-def held_out_scenes(count: int, start: int = 0, size: int = 64):
-    """Held-out scenes ``split_indices("test")[start:start+count]`` (rgbd_world.scenes.Scene objects)."""
-    from .scenes import scene, split_indices
-
+def scenes_of(split: str, start: int, count: int, size: int = 64):
+    """Scenes ``split_indices(split)[start:start+count]`` (rgbd_world.scenes.Scene objects), with a progress
+    bar from 50 scenes on. Raises ValueError for a range outside the split."""
     from tqdm.auto import tqdm
 
-    indices = split_indices("test")[start : start + count]
+    from .scenes import scene, split_indices
+
+    indices = split_indices(split)[start : start + count]
     if len(indices) < count:
-        raise ValueError(f"the test split has {len(split_indices('test'))} scenes; start={start} count={count} is outside it")
-    return [scene(i, size=size) for i in tqdm(indices, desc="rendering held-out scenes", disable=count < 50)]
+        raise ValueError(f"the {split} split has {len(split_indices(split))} scenes; start={start} count={count} is outside it")
+    return [scene(i, size=size) for i in tqdm(indices, desc=f"rendering {split} scenes", disable=count < 50)]
+
+
+def held_out_scenes(count: int, start: int = 0, size: int = 64):
+    """Held-out scenes ``split_indices("test")[start:start+count]`` (see :func:`scenes_of`)."""
+    return scenes_of("test", start, count, size)
