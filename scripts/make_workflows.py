@@ -87,6 +87,17 @@ def _photo(first: int) -> dict:
     }
 
 
+def _photo_depth(first: int, latent) -> dict:
+    """Depth estimation of the encoded photo ``latent`` with the official prompt (a single space), as nodes
+    ``first`` .. ``first + 2``: prompt, guidance, sampler (its output 1 is the depth LATENT)."""
+    a, b, c = (str(first + i) for i in range(3))
+    return {
+        a: _node("CLIPTextEncode", "Depth-estimation prompt (a single space)", text=" ", clip=["3", 0]),
+        b: _node("FluxGuidance", "Guidance 3.5", conditioning=[a, 0], guidance=3.5),
+        c: _sampler("depth_estimation", positive=(b, 0), image=latent),
+    }
+
+
 WORKFLOWS = {
     "joint_generation": {
         **_common("a cozy reading corner with a leather armchair by a window, warm afternoon light"),
@@ -122,9 +133,7 @@ WORKFLOWS = {
     "depth_to_image": {
         **_common("a sunlit living room with wooden floor and large plants"),
         **_photo(7),
-        "10": _node("CLIPTextEncode", "Depth-estimation prompt (a single space)", text=" ", clip=["3", 0]),
-        "11": _node("FluxGuidance", "Guidance 3.5", conditioning=["10", 0], guidance=3.5),
-        "12": _sampler("depth_estimation", positive=("11", 0), image=["9", 0]),
+        **_photo_depth(10, ["9", 0]),
         "13": _decode_depth(["12", 1]),
         "14": _node("EncodeDepth", "Encode depth (or your own depth map)", vae=["6", 0], depth_transform="auto", near_is_bright=True, normalize=True, depth=["13", 0], model=["2", 0]),
         "15": _sampler("depth_to_image", depth=["14", 0]),
@@ -151,9 +160,7 @@ WORKFLOWS["inpaint_rgbd"] = {  # repaint a region of a photo (paint the mask on 
     **_photo(7),
     **_scaled_mask(10, ["7", 1]),
     "13": _node("SetLatentNoiseMask", "Photo: regenerate inside the mask", samples=["9", 0], mask=["12", 0]),
-    "14": _node("CLIPTextEncode", "Depth-estimation prompt (a single space)", text=" ", clip=["3", 0]),
-    "15": _node("FluxGuidance", "Guidance 3.5", conditioning=["14", 0], guidance=3.5),
-    "16": _sampler("depth_estimation", positive=("15", 0), image=["9", 0]),
+    **_photo_depth(14, ["9", 0]),
     "17": _node("SetLatentNoiseMask", "Depth: regenerate inside the mask", samples=["16", 1], mask=["12", 0]),
     "18": _sampler("joint_generation", image=["13", 0], depth=["17", 0]),
     "19": _node("VAEDecode", "Decode image", samples=["18", 0], vae=["6", 0]),
@@ -188,9 +195,7 @@ PAD = dict(left=128, top=0, right=128, bottom=0)
 WORKFLOWS["outpaint_rgbd"] = {
     **_common("a cozy living room with wooden floor, wide view"),
     **_photo(7),
-    "10": _node("CLIPTextEncode", "Depth-estimation prompt (a single space)", text=" ", clip=["3", 0]),
-    "11": _node("FluxGuidance", "Guidance 3.5", conditioning=["10", 0], guidance=3.5),
-    "12": _sampler("depth_estimation", positive=("11", 0), image=["9", 0]),
+    **_photo_depth(10, ["9", 0]),
     "13": _decode_depth(["12", 1]),
     "14": _node("ImagePadForOutpaint", "Pad the photo (sizes: multiples of 16)", image=["8", 0], **PAD, feathering=24),
     "15": _node("ImagePadForOutpaint", "Pad the depth map the same way", image=["13", 0], **PAD, feathering=0),
