@@ -17,17 +17,24 @@ sampled with guidance 1.0. AdamW, warmup then cosine decay.
 Writes ``flux.safetensors`` (BFL ``flux1-dev.safetensors`` names; bfloat16 like FLUX.1-dev) and
 ``flux.json`` (config, training settings, loss history); ``--preview PNG`` also writes a contact
 sheet of text-to-image samples decoded with ``--ae``.
+
+Long runs go in segments: every ``--checkpoint-every`` steps the full training state (float32 weights,
+AdamW moments, random generator, loss log) is written to ``<out stem>.checkpoint.safetensors``, and
+``--resume`` continues from it exactly where it stopped (the same batches, noise and learning rate as a
+straight run). The checkpoint is removed once ``flux.safetensors`` is written.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from jointdit_core.config import FluxConfig
 from jointdit_core.flux import Flux
@@ -137,6 +144,56 @@ def model_t5_length(model: Flux, text_root) -> int:
     return AutoTokenizer.from_pretrained(str(Path(text_root) / "t5")).model_max_length
 
 
+def checkpoint_path(out: str | Path) -> Path:
+    """Where :func:`train_base` keeps the training state of ``out``: ``<stem>.checkpoint.safetensors`` beside it."""
+    out = Path(out)
+    return out.with_name(out.stem + ".checkpoint.safetensors")
+
+
+def save_checkpoint(path: Path, model: Flux, opt: torch.optim.AdamW, gen: torch.Generator, progress: dict, settings: dict) -> None:
+    """Write the training state atomically (a temporary file renamed over ``path``).
+
+    Tensors: ``model.<name>`` (float32 weights), ``adamw.<key>.<name>`` (AdamW's ``step``, ``exp_avg``,
+    ``exp_avg_sq``), ``generator`` (uint8 state of the data/noise generator). Header: ``progress`` (step,
+    loss log, seconds) and ``settings`` (what must match to resume), as JSON.
+    """
+    names = {id(p): n for n, p in model.named_parameters()}
+    state = {f"model.{k}": v.detach() for k, v in model.state_dict().items()}
+    for param, slots in opt.state.items():
+        for key, value in slots.items():
+            state[f"adamw.{key}.{names[id(param)]}"] = value if torch.is_tensor(value) else torch.tensor(float(value))
+    state["generator"] = gen.get_state()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"progress": json.dumps(progress), "settings": json.dumps(settings)})
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: Flux, opt: torch.optim.AdamW, gen: torch.Generator, settings: dict) -> dict:
+    """Restore a :func:`save_checkpoint` state into ``model``, ``opt`` and ``gen``; returns its progress dict.
+
+    Raises:
+        ValueError: the checkpoint was written by a run with other settings (named in the message).
+    """
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    saved = json.loads(meta["settings"])
+    differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+    if differ:
+        raise ValueError(
+            f"{path} was written by a run with other settings ({', '.join(f'{k}: {saved.get(k)} there, {settings.get(k)} now' for k in differ)}): "
+            "resume with the same options, or delete the checkpoint to start over"
+        )
+    model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    for n, param in model.named_parameters():
+        slots = {key: state[f"adamw.{key}.{n}"] for key in ("step", "exp_avg", "exp_avg_sq") if f"adamw.{key}.{n}" in state}
+        if slots:
+            opt.state[param] = slots
+    gen.set_state(state["generator"])
+    return json.loads(meta["progress"])
+
+
 def train_base(
     cache: str | Path,
     out: str | Path,
@@ -148,12 +205,20 @@ def train_base(
     seed: int = 0,
     log_every: int = 50,
     dtype: str = "bf16",
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ) -> Path:
     """Train the base on the cache and write ``out`` (+ ``.json``). Returns ``out``.
 
+    ``checkpoint_every`` > 0 writes the training state to :func:`checkpoint_path` every that many steps;
+    ``resume`` continues from it (a run resumed any number of times gives the same weights as a straight
+    one on the same machine and thread count).
+
     Raises:
-        FileNotFoundError: no cache; ValueError: the cache's latent channels or text widths do not fit
-        ``config`` (in_channels = 4 x latent channels, context_in_dim = T5 width, vec_in_dim = CLIP width).
+        FileNotFoundError: no cache, or ``resume`` without a checkpoint; FileExistsError: a checkpoint of
+        an earlier run exists and ``resume`` is off (nothing is overwritten); ValueError: the cache's latent
+        channels or text widths do not fit ``config`` (in_channels = 4 x latent channels, context_in_dim =
+        T5 width, vec_in_dim = CLIP width), or the checkpoint's settings differ from this run's.
     """
     out = Path(out)
     data = load_cache(cache)
@@ -162,20 +227,31 @@ def train_base(
     for what, have, want in (("4 x latent channels", 4 * c, config.in_channels), ("T5 width", t5_all.shape[-1], config.context_in_dim), ("CLIP width", pooled_all.shape[-1], config.vec_in_dim)):
         if have != want:
             raise ValueError(f"the cache does not fit the base config: {what} is {have} in the cache, {want} in the config")
+    ckpt = checkpoint_path(out)
+    if resume and not ckpt.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint {ckpt}; start without --resume")
+    if not resume and ckpt.is_file():
+        raise FileExistsError(f"{ckpt} holds an unfinished run: continue it with --resume, or delete it to start over")
     torch.manual_seed(seed)
     model = Flux(config)
     model.train()
     print(f"base: {sum(p.numel() for p in model.parameters()):,} parameters, {n} cached scenes, {steps} steps x {batch}")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, warmup, final_fraction=0.05))
     gen = torch.Generator().manual_seed(seed)
+    settings = dict(config=config.to_dict(), scenes=n, steps=steps, batch=batch, lr=lr, caption_dropout=caption_dropout, seed=seed)
+    progress = {"step": 0, "history": [], "window": [], "seconds": 0.0}
+    if resume:
+        progress = load_checkpoint(ckpt, model, opt, gen, settings)
+        print(f"resumed from {ckpt} at step {progress['step']}")
+    history, window = progress["history"], progress["window"]
     shift = timestep_shift(h, w)
     ids, tids = image_ids(batch, h, w), text_ids(batch, t5_all.shape[1])
     g = torch.full((batch,), GUIDANCE)
-    history, window = [], []
-    t0 = time.time()
-    for step in range(steps):
+    t0 = time.time() - progress["seconds"]
+    for step in range(progress["step"], steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * cosine_lr(step, steps, warmup, final_fraction=0.05)
         idx = torch.randint(0, n, (batch,), generator=gen)
         x0, t5, pooled = x0_all[idx], t5_all[idx], pooled_all[idx]
         drop = torch.rand(batch, generator=gen) < caption_dropout
@@ -189,12 +265,14 @@ def train_base(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
         window.append(loss.item())
         if (step + 1) % log_every == 0 or step + 1 == steps:
             history.append({"step": step + 1, "loss": sum(window) / len(window)})
-            print(f"step {step + 1}/{steps} loss {history[-1]['loss']:.4f} lr {sched.get_last_lr()[0]:.2e} {time.time() - t0:.0f}s", flush=True)
+            print(f"step {step + 1}/{steps} loss {history[-1]['loss']:.4f} lr {opt.param_groups[0]['lr']:.2e} {time.time() - t0:.0f}s", flush=True)
             window.clear()
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            progress = {"step": step + 1, "history": history, "window": window, "seconds": time.time() - t0}
+            save_checkpoint(ckpt, model, opt, gen, progress, settings)
     seconds = time.time() - t0
     model.eval()
     store = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
@@ -203,6 +281,7 @@ def train_base(
     info = {"config": config.to_dict(), "guidance": GUIDANCE, "training": training}
     state = {k: v.to(store) for k, v in model.state_dict().items()}
     save_trained(out, state, info, producer="rgbd_world.train_base", flux_config=json.dumps(config.to_dict()))
+    ckpt.unlink(missing_ok=True)
     print(f"wrote {out} ({seconds:.0f}s)")
     return out
 
@@ -215,6 +294,8 @@ def main(argv=None):
     p.add_argument("--double", type=int, default=DEFAULT_CONFIG.depth, help="double-stream blocks")
     p.add_argument("--single", type=int, default=DEFAULT_CONFIG.depth_single_blocks, help="single-stream blocks")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"], help="stored dtype")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="write the training state every N steps (0: never)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
     p.add_argument("--preview", default=None, help="write a PNG of samples (needs --ae and --text)")
     p.add_argument("--ae", default=None, help="autoencoder file, for --preview")
     p.add_argument("--text", default=None, help="text encoder folder (clip/, t5/), for --preview")
@@ -232,7 +313,7 @@ def main(argv=None):
         axes_dim=DEFAULT_CONFIG.axes_dim,
         guidance_embed=True,
     )
-    path = train_base(a.cache, a.out, config, a.steps, a.batch, a.lr, seed=a.seed, dtype=a.dtype)
+    path = train_base(a.cache, a.out, config, a.steps, a.batch, a.lr, seed=a.seed, dtype=a.dtype, checkpoint_every=a.checkpoint_every, resume=a.resume)
     if a.preview:
         from jointdit_core.checkpoint import load_flux_weights
 

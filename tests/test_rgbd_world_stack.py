@@ -180,3 +180,62 @@ def test_shipped_train_logs_are_window_means(tmp_path):
     assert [r["step"] for r in rows] == [10, 20, 25]
     assert [r["loss"] for r in rows] == [5.5, 15.5, 23.0] and rows[0]["loss_rgb"] == 11.0
     assert rows[2]["lr"] == 1.0 / 25 and rows[2]["time"] == 25
+
+
+def _tiny_cache(root: Path, n: int = 6) -> FluxConfig:
+    """A latent cache in the trainer's layout (random tensors) and a base config that fits it."""
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(0)
+    (root / "samples").mkdir(parents=True)
+    stems = [f"train_{i:07d}" for i in range(n)]
+    for stem in stems:
+        save_file({"image_latent": torch.randn(4, 8, 8, generator=gen), "t5": torch.randn(6, 16, generator=gen), "clip_pooled": torch.randn(16, generator=gen)}, str(root / "samples" / f"{stem}.safetensors"))
+    save_file({"t5": torch.zeros(6, 16), "clip_pooled": torch.zeros(16)}, str(root / "empty_prompt.safetensors"))
+    (root / "cache.json").write_text(json.dumps({"latent_shape": [4, 8, 8], "t5_shape": [6, 16], "clip_dim": 16, "samples": stems}))
+    return FluxConfig(in_channels=16, vec_in_dim=16, context_in_dim=16, hidden_size=64, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=(16, 24, 24))
+
+
+def test_train_base_resumed_in_segments_equals_a_straight_run(tmp_path):
+    """Stopped after its checkpoint (in the warmup and again in the cosine decay) and resumed twice, the
+    base ends bit for bit where a straight run ends: weights, AdamW moments, batches and noise restored."""
+    from safetensors.torch import load_file
+
+    from rgbd_world.train_base import checkpoint_path, train_base
+
+    config = _tiny_cache(tmp_path / "cache")
+    straight = train_base(tmp_path / "cache", tmp_path / "a" / "flux.safetensors", config, steps=12, batch=3, log_every=2, dtype="fp32")
+
+    seg = tmp_path / "b" / "flux.safetensors"
+    interrupted = []
+
+    def stop_after_checkpoint(path, *args):
+        save_checkpoint(path, *args)
+        if len(interrupted) < 2:
+            interrupted.append(args[3]["step"])
+            raise KeyboardInterrupt
+
+    import rgbd_world.train_base as TB
+
+    save_checkpoint = TB.save_checkpoint
+    TB.save_checkpoint = stop_after_checkpoint
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_base(tmp_path / "cache", seg, config, steps=12, batch=3, log_every=2, dtype="fp32", checkpoint_every=4)
+        with pytest.raises(FileExistsError, match="--resume"):
+            train_base(tmp_path / "cache", seg, config, steps=12, batch=3, log_every=2, dtype="fp32", checkpoint_every=4)
+        with pytest.raises(ValueError, match="lr: 0.001 there, 0.002 now"):
+            train_base(tmp_path / "cache", seg, config, steps=12, batch=3, lr=2e-3, log_every=2, dtype="fp32", checkpoint_every=4, resume=True)
+        with pytest.raises(KeyboardInterrupt):
+            train_base(tmp_path / "cache", seg, config, steps=12, batch=3, log_every=2, dtype="fp32", checkpoint_every=4, resume=True)
+        train_base(tmp_path / "cache", seg, config, steps=12, batch=3, log_every=2, dtype="fp32", checkpoint_every=4, resume=True)
+    finally:
+        TB.save_checkpoint = save_checkpoint
+    assert interrupted == [4, 8]
+    a, b = load_file(str(straight)), load_file(str(seg))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not checkpoint_path(seg).exists()
+    history = lambda p: json.loads(p.with_suffix(".json").read_text())["training"]["history"]  # noqa: E731
+    assert history(seg) == history(straight) and len(history(seg)) == 6
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train_base(tmp_path / "cache", seg, config, steps=12, batch=3, dtype="fp32", resume=True)
