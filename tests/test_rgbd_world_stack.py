@@ -239,3 +239,27 @@ def test_train_base_resumed_in_segments_equals_a_straight_run(tmp_path):
     assert history(seg) == history(straight) and len(history(seg)) == 6
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train_base(tmp_path / "cache", seg, config, steps=12, batch=3, dtype="fp32", resume=True)
+
+
+def test_decoder_finetune_keeps_the_encoder_and_lowers_the_reconstruction_error(tmp_path):
+    """Only the decoder trains: the encoder's tensors (so every latent and cache) are unchanged bit for bit,
+    and the round-trip error of the training images falls."""
+    from safetensors.torch import load_file
+
+    from rgbd_world.dataset import write_dataset
+    from rgbd_world.finetune_decoder import finetune_decoder
+    from rgbd_world.train_autoencoder import train_autoencoder
+
+    write_dataset(tmp_path / "data", "train", count=4, size=32, progress=False)
+    source = train_autoencoder(tmp_path / "data", tmp_path / "ae.safetensors", TINY_AE, steps=3, batch=2, log_every=100)
+    tuned = finetune_decoder(tmp_path / "data", source, tmp_path / "tuned" / "ae.safetensors", steps=40, batch=4, lr=2e-3, log_every=100)
+    a, b = load_file(str(source)), load_file(str(tuned))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("encoder."))
+    assert not torch.equal(a["decoder.conv_out.weight"], b["decoder.conv_out.weight"])
+    info = json.loads((tmp_path / "tuned" / "ae.json").read_text())
+    assert info["config"] == json.loads((tmp_path / "ae.json").read_text())["config"]
+    assert info["reconstruction_l1"]["rgb_l1"] < 0.9 * info["decoder_finetune"]["reconstruction_l1_before"]["rgb_l1"]
+    with pytest.raises(ValueError, match="trained at 32"):
+        write_dataset(tmp_path / "big", "train", count=1, size=64, progress=False)
+        finetune_decoder(tmp_path / "big", source, tmp_path / "x.safetensors", steps=1)

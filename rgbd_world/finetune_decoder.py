@@ -1,0 +1,129 @@
+"""Fine-tune only the decoder of the RGB-D world's autoencoder.
+
+    python -m rgbd_world.finetune_decoder --data DATASET_DIR --ae MODEL_DIR/ae.safetensors --out NEW/ae.safetensors [--steps N]
+
+The encoder, and so every latent, the folded latent scale, the trainer's latent cache, the base and the
+addons trained on them, stay exactly as they are; only what the latents decode to improves. Stability AI
+fine-tuned Stable Diffusion's VAE decoder the same way (``sd-vae-ft-mse``) so that the diffusion models
+trained on its latents keep working.
+
+Why: the autoencoder's 1000 steps end with its RGB L1 still falling, and its colours drift (red reads as
+orange, purple as blue), which costs the caption classifier most of its colour accuracy on round trips.
+
+Loss: L1 of the decoded posterior sample plus ``chroma_weight`` x L1 of its chroma, as
+:mod:`rgbd_world.train_autoencoder` (no KL: the posterior does not change). The posteriors (mean and
+log-variance of every training image and depth map) are computed once; each step draws fresh samples.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from jointdit_core.checkpoint import load_autoencoder
+
+from .train_autoencoder import chroma, cosine_lr, load_scene_arrays, reconstruction_errors, save_trained, to_model_images, training_parser
+
+
+@torch.no_grad()
+def posteriors(ae, images: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder posterior of each image: (mean, log-variance), each (N, z, H/f, W/f) float32 (raw, before the latent scale)."""
+    out = [ae.encoder(images[i : i + batch]).chunk(2, dim=1) for i in range(0, len(images), batch)]
+    return torch.cat([m for m, _ in out]), torch.cat([lv for _, lv in out]).clamp(-30.0, 20.0)
+
+
+def finetune_decoder(
+    data: str | Path,
+    ae_path: str | Path,
+    out: str | Path,
+    steps: int = 2000,
+    batch: int = 8,
+    lr: float = 2e-4,
+    chroma_weight: float = 2.0,
+    seed: int = 0,
+    limit: int | None = None,
+    log_every: int = 50,
+) -> Path:
+    """Train the decoder of ``ae_path`` on ``data`` and write the whole autoencoder to ``out`` (+ ``.json``).
+
+    Each step decodes fresh posterior samples of ``batch`` scenes' rgb images and depth maps (2*batch
+    images in [-1, 1]). AdamW, warmup 5% then cosine decay to 10% of ``lr``; the default ``lr`` is where the
+    autoencoder's own training ended (10% of its 2e-3): a larger one first undoes what the decoder knows. The encoder's weights are
+    copied unchanged (``out``'s encoder tensors equal ``ae_path``'s bit for bit).
+
+    Returns:
+        ``out``.
+    Raises:
+        FileNotFoundError: see :func:`~rgbd_world.train_autoencoder.load_scene_arrays`, or no ``ae_path``;
+        ValueError: the images are not of the resolution the autoencoder's ``.json`` names.
+    """
+    out, ae_path = Path(out), Path(ae_path)
+    info = json.loads(ae_path.with_suffix(".json").read_text()) if ae_path.with_suffix(".json").is_file() else {}
+    ae = load_autoencoder(ae_path)
+    rgb, disparity, _ = load_scene_arrays(data, limit)
+    trained_at = info.get("config", {}).get("resolution")
+    if trained_at and rgb.shape[1:3] != (trained_at, trained_at):
+        raise ValueError(f"dataset images are {rgb.shape[2]}x{rgb.shape[1]}, the autoencoder was trained at {trained_at} ({ae_path.with_suffix('.json')})")
+    x_rgb, x_depth = to_model_images(rgb, disparity)
+    n = len(x_rgb)
+    held = torch.arange(max(0, n - 128), n)
+    before = reconstruction_errors(ae, x_rgb[held], x_depth[held])
+    t0 = time.time()
+    images = torch.cat([x_rgb, x_depth])
+    mean, logvar = posteriors(ae, images)
+    print(f"decoder fine-tuning: {sum(p.numel() for p in ae.decoder.parameters()):,} parameters, {n} scenes, "
+          f"{steps} steps x {2 * batch} images; posteriors in {time.time() - t0:.0f}s")
+    ae.encoder.requires_grad_(False)
+    ae.decoder.train()
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(ae.decoder.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    warmup = max(1, steps // 20)
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    t0 = time.time()
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * cosine_lr(step, steps, warmup)
+        idx = torch.randint(0, n, (batch,), generator=gen)
+        idx = torch.cat([idx, idx + n])  # each scene's rgb image and its depth map
+        x = images[idx]
+        m, lv = mean[idx], logvar[idx]
+        z = m + torch.exp(0.5 * lv) * torch.randn(m.shape, generator=gen)
+        rec = ae.decoder(z)
+        l1 = (rec - x).abs().mean()
+        loss = l1 + chroma_weight * (chroma(rec) - chroma(x)).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % log_every == 0 or step == 0:
+            rec_rgb, rec_depth = (rec - x).abs().reshape(2, batch, -1).mean(dim=(1, 2)).tolist()
+            history.append({"step": step + 1, "l1": l1.item(), "l1_rgb": rec_rgb, "l1_depth": rec_depth})
+            print(f"step {step + 1}/{steps} l1 {l1.item():.4f} (rgb {rec_rgb:.4f}, depth {rec_depth:.4f}) {time.time() - t0:.0f}s", flush=True)
+    seconds = time.time() - t0
+    ae.eval()
+    after = reconstruction_errors(ae, x_rgb[held], x_depth[held])
+    info["reconstruction_l1"] = after
+    info["decoder_finetune"] = dict(
+        source=ae_path.name, scenes=n, steps=steps, batch_scenes=batch, lr=lr, chroma_weight=chroma_weight, seed=seed,
+        seconds=round(seconds, 1), reconstruction_l1_before=before, history=history,
+    )
+    save_trained(out, ae.state_dict(), info, producer="rgbd_world.finetune_decoder")
+    print(f"wrote {out} ({seconds:.0f}s); reconstruction L1 rgb {before['rgb_l1']:.4f} -> {after['rgb_l1']:.4f}, depth {before['depth_l1']:.4f} -> {after['depth_l1']:.4f}")
+    return out
+
+
+def main(argv=None):
+    p = training_parser(__doc__, steps=2000, batch=8, lr=2e-4, batch_help="scenes per step (each gives an rgb and a depth image)")
+    p.add_argument("--data", required=True, help="dataset folder (python -m rgbd_world.make_dataset)")
+    p.add_argument("--ae", required=True, help="the trained autoencoder whose decoder is fine-tuned")
+    p.add_argument("--chroma-weight", type=float, default=2.0)
+    p.add_argument("--limit", type=int, default=None, help="use only the first N scenes")
+    a = p.parse_args(argv)
+    finetune_decoder(a.data, a.ae, a.out, a.steps, a.batch, a.lr, a.chroma_weight, a.seed, a.limit)
+
+
+if __name__ == "__main__":
+    main()
