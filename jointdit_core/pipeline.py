@@ -28,6 +28,8 @@ def generate(
     schedule: str = "flux_shifted",
     guidance: float = 3.5,
     asw_strength: float = 1.0,
+    cfg: float = 1.0,
+    negative: tuple[Tensor, Tensor] | None = None,
     levels: tuple[BranchLevels, BranchLevels] | None = None,
     rgb_mask: Tensor | None = None,
     depth_mask: Tensor | None = None,
@@ -51,6 +53,12 @@ def generate(
             "flux_shifted".
         guidance: FLUX.1-dev distilled guidance (official 3.5).
         asw_strength: adaptive scheduling weights, 1.0 official, 0.0 off.
+        cfg: classifier-free guidance scale, 1.0 = off (official: FLUX.1-dev's distilled ``guidance`` does
+            that job). Above 1 each step runs the model twice, with the prompt and with ``negative``, and
+            uses ``v_neg + cfg * (v_pos - v_neg)`` for both branches (as ComfyUI's CFG does); for a base
+            that is not guidance-distilled, such as the RGB-D world's small one.
+        negative: ``(txt, y)`` of the negative prompt (e.g. the empty prompt), shaped like ``txt``/``y``;
+            needed when ``cfg`` is not 1.
         levels: custom (rgb, depth) :class:`BranchLevels`, e.g. image-to-image with a partly noised rgb row.
         rgb_mask, depth_mask: (P or 1, 1 or 16, H/8, W/8) float masks in latent space, 1 = regenerate,
             0 = keep that branch's given latent (inpainting, outpainting, depth completion: e.g. task
@@ -62,6 +70,7 @@ def generate(
         (rgb latents, depth latents), each (P, 16, H/8, W/8) float32 on the model's device.
     Raises:
         ValueError: missing latents for the task, mismatched latent sizes or batches, odd latent sizes,
+            ``cfg`` not 1 without ``negative``,
             a mask that does not fit its latent or comes without it or on a held branch, an unknown task or schedule (see :func:`~jointdit_core.sampler.plan_sampling`).
     """
     given = [z for z in (rgb_latent, depth_latent) if z is not None]
@@ -74,12 +83,16 @@ def generate(
     else:
         raise ValueError("give latent_size (height/8, width/8) or an image/depth latent")
     check_latent_size(height, width)
-    if txt.shape[0] not in (1, pairs) or y.shape[0] not in (1, pairs):
-        raise ValueError(f"conditioning batch {txt.shape[0]}/{y.shape[0]} does not match {pairs} pairs")
+    guided = abs(cfg - 1.0) > 1e-6
+    if guided and negative is None:
+        raise ValueError(f"cfg {cfg} needs a negative prompt: pass negative=(txt, y), e.g. the empty prompt's, or cfg=1.0")
+    conditions = [(txt, y)] + ([negative] if guided else [])
+    for c_txt, c_y in conditions:
+        if c_txt.shape[0] not in (1, pairs) or c_y.shape[0] not in (1, pairs):
+            raise ValueError(f"conditioning batch {c_txt.shape[0]}/{c_y.shape[0]} does not match {pairs} pairs")
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
-    txt = txt.to(device, dtype).expand(pairs, -1, -1)
-    y = y.to(device, dtype).expand(pairs, -1)
+    conditions = [(c_txt.to(device, dtype).expand(pairs, -1, -1), c_y.to(device, dtype).expand(pairs, -1)) for c_txt, c_y in conditions]
     schedule = "flux_shifted" if schedule == "shifted" else schedule
     plan = plan_sampling(task, steps=steps, schedule=schedule, token_count=(height // 2) * (width // 2), levels=levels)
     plan.check_latents(rgb_latent is not None, depth_latent is not None)
@@ -94,7 +107,11 @@ def generate(
     g = torch.full((pairs,), guidance, device=device, dtype=dtype)
 
     def velocity(x_rgb, x_depth, t_rgb, t_depth):
-        return model.velocity(x_rgb, x_depth, t_rgb, t_depth, ids, txt, y, g, asw_strength=asw_strength)
+        (v_rgb, v_depth), *uncond = [model.velocity(x_rgb, x_depth, t_rgb, t_depth, ids, c_txt, c_y, g, asw_strength=asw_strength) for c_txt, c_y in conditions]
+        if not uncond:
+            return v_rgb, v_depth
+        u_rgb, u_depth = uncond[0]
+        return u_rgb + cfg * (v_rgb - u_rgb), u_depth + cfg * (v_depth - u_depth)
 
     bar = tqdm(total=plan.steps, desc=f"JointDiT {plan.task}", disable=not progress)
 

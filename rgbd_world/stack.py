@@ -29,7 +29,8 @@ DEPTH_ESTIMATION_PROMPT = " "  # the official depth-estimation prompt
 class Stack:
     """A loaded model: ``model`` (JointDiT, eval, float32), ``ae``, ``text`` (trainer TextEncoders),
     ``asw_strength`` and ``guidance`` to sample with, ``depth_transform`` of the addons, ``variant``,
-    ``manifest`` (model.json)."""
+    ``manifest`` (model.json), ``cfg``: the classifier-free guidance scale of the captioned tasks (joint
+    generation, depth-to-image; model.json ``cfg``, 1.0 = off when absent)."""
 
     model: torch.nn.Module
     ae: torch.nn.Module
@@ -39,6 +40,7 @@ class Stack:
     depth_transform: str
     variant: str
     manifest: dict
+    cfg: float = 1.0
 
     @property
     def latent_size(self) -> tuple[int, int]:
@@ -85,7 +87,7 @@ def load_stack(model_dir: str | Path = DEFAULT_MODEL_DIR, variant: str | None = 
     model, checkpoint = load_jointdit(model_dir / manifest["flux"], addon_path)
     ae = load_autoencoder(model_dir / manifest["ae"])
     text = load_text_encoders(model_dir / manifest["text"], t5_max_length=manifest["t5_max_length"])
-    return Stack(model, ae, text, float(asw_strength), float(manifest["guidance"]), checkpoint.depth_transform, name, manifest)
+    return Stack(model, ae, text, float(asw_strength), float(manifest["guidance"]), checkpoint.depth_transform, name, manifest, float(manifest.get("cfg", 1.0)))
 
 
 @torch.no_grad()
@@ -98,13 +100,14 @@ def _decode(stack: Stack, z: torch.Tensor) -> torch.Tensor:
     return stack.ae.decode(z)
 
 
-def _generate(stack: Stack, prompts: list[str], task: str, steps: int, seed: int, **latents):
+def _generate(stack: Stack, prompts: list[str], task: str, steps: int, seed: int, cfg: float = 1.0, **latents):
     from jointdit_core.pipeline import generate
 
     txt, y = stack.text.encode(prompts)
+    negative = stack.text.encode([""]) if cfg != 1.0 else None  # the empty prompt of the 10% caption dropout
     return generate(
         stack.model, txt, y, task, latent_size=stack.latent_size, seed=seed, steps=steps,
-        guidance=stack.guidance, asw_strength=stack.asw_strength, progress=False, **latents,
+        guidance=stack.guidance, asw_strength=stack.asw_strength, cfg=cfg, negative=negative, progress=False, **latents,
     )
 
 
@@ -123,22 +126,26 @@ def depth_estimation(stack: Stack, rgb: np.ndarray, steps: int = 20, seed: int =
     return np.concatenate(out)
 
 
-def joint_generation(stack: Stack, captions: list[str], steps: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Text -> (rgb uint8 (N, H, W, 3), disparity float32 (N, H, W) in [0, 1]); both branches from noise."""
+def joint_generation(stack: Stack, captions: list[str], steps: int = 20, seed: int = 0, cfg: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Text -> (rgb uint8 (N, H, W, 3), disparity float32 (N, H, W) in [0, 1]); both branches from noise.
+
+    ``cfg``: classifier-free guidance scale against the empty prompt (default: the stack's ``cfg``)."""
     from jointdit_core.depth import model_output_to_disparity
 
-    z_rgb, z_depth = _generate(stack, captions, "joint_generation", steps, seed)
+    z_rgb, z_depth = _generate(stack, captions, "joint_generation", steps, seed, stack.cfg if cfg is None else cfg)
     decoded = _decode(stack, torch.cat([z_rgb, z_depth]))
     return model_to_uint8(decoded[: len(captions)]).numpy(), model_output_to_disparity(decoded[len(captions) :], stack.depth_transform).numpy()
 
 
-def depth_to_image(stack: Stack, disparity: np.ndarray, captions: list[str], steps: int = 20, seed: int = 0) -> np.ndarray:
+def depth_to_image(stack: Stack, disparity: np.ndarray, captions: list[str], steps: int = 20, seed: int = 0, cfg: float | None = None) -> np.ndarray:
     """Depth (+ caption) -> image: disparity (N, H, W) in [0, 1] (near = 1) -> uint8 (N, H, W, 3).
 
-    The depth branch holds the encoded depth map at t = 0; the rgb branch is denoised from noise.
+    The depth branch holds the encoded depth map at t = 0; the rgb branch is denoised from noise;
+    ``cfg`` as in :func:`joint_generation`.
     Raises ValueError (from the depth conventions) for disparity outside [0, 1].
     """
-    z_rgb, _ = _generate(stack, captions, "depth_to_image", steps, seed, depth_latent=_encode_disparity(stack, disparity))
+    cfg = stack.cfg if cfg is None else cfg
+    z_rgb, _ = _generate(stack, captions, "depth_to_image", steps, seed, cfg, depth_latent=_encode_disparity(stack, disparity))
     return model_to_uint8(_decode(stack, z_rgb)).numpy()
 
 

@@ -58,6 +58,24 @@ def test_callback_and_custom_levels(golden_model, cond):
     assert [s.step for s in seen] == [0, 1, 2] and seen[-1].sigma_rgb == 0.0 and seen[-1].sigma_depth == 0.0
 
 
+@pytest.mark.parametrize("task", ["joint_generation", "depth_to_image"])
+def test_classifier_free_guidance_mixes_the_two_predictions(golden_model, cond, task):
+    """v = v_neg + cfg (v_pos - v_neg): cfg 1 is the unguided run, cfg 0 is the negative prompt's own run,
+    and a scale above 1 moves the result past the positive one, away from the negative."""
+    txt, y = cond
+    neg = (torch.zeros_like(txt), torch.zeros_like(y))
+    kwargs = dict(depth_latent=_latent(2) if task == "depth_to_image" else None, latent_size=(8, 6), steps=3, seed=5, progress=False)
+    plain = generate(golden_model, txt, y, task, **kwargs)[0]
+    assert torch.equal(generate(golden_model, txt, y, task, cfg=1.0, negative=neg, **kwargs)[0], plain)
+    negative_only = generate(golden_model, *neg, task, **kwargs)[0]
+    torch.testing.assert_close(generate(golden_model, txt, y, task, cfg=0.0, negative=neg, **kwargs)[0], negative_only, atol=1e-5, rtol=0)
+    guided = generate(golden_model, txt, y, task, cfg=3.0, negative=neg, **kwargs)[0]
+    step_away = ((guided - negative_only) - (plain - negative_only)).flatten()
+    assert step_away.abs().max() > 1e-3 and torch.dot(step_away, (plain - negative_only).flatten()) > 0
+    with pytest.raises(ValueError, match="needs a negative prompt"):
+        generate(golden_model, txt, y, task, cfg=3.0, **kwargs)
+
+
 def test_pipeline_errors(golden_model, cond):
     txt, y = cond
     with pytest.raises(ValueError, match="needs an image latent"):
