@@ -20,6 +20,12 @@ by hand):
 Everything is seeded; a rerun with the same torch version and thread count gives the same files.
 ``--quick`` shrinks every stage (a smoke test of the recipe, not a usable model).
 
+Long stages go in segments: the base writes its training state every 50 steps (beside
+``<out>/flux.safetensors``), each addon run every 100 (in ``<work>/addons/<variant>/checkpoints``). After an
+interruption, ``--resume`` with the stages still to run (e.g. ``--stages base addons manifest --resume``)
+continues each run from its last state instead of starting it over; the result is that of an
+uninterrupted run.
+
 Folders: ``--out`` defaults to ``build/rgbd_world/model`` (``build/rgbd_world/quick/model`` with
 ``--quick``), ``--work`` to ``build/rgbd_world`` (``build/rgbd_world/quick``). The shipped model folder
 ``rgbd_world/model`` is written only with ``--replace-shipped-model``, and never by ``--quick``. A run of
@@ -45,7 +51,8 @@ CONFIG = Path(__file__).resolve().parent / "configs" / "jointdit_small.toml"
 SHIPPED_MODEL = Path(__file__).resolve().parent / "model"
 # what the stages write into --out (everything else there is someone else's)
 OUT_FILES = ("text", "ae.safetensors", "ae.json", "flux.safetensors", "flux.json", "addons", "baseline_mean_disparity.safetensors", "model.json",
-             "evaluation.json")  # evaluation.json: python -m rgbd_world.evaluate --json; stale once the model is rebuilt
+             "evaluation.json",  # python -m rgbd_world.evaluate --json; stale once the model is rebuilt
+             "flux.checkpoint.safetensors")  # the base's training state while it trains
 # files in --out the recipe neither writes nor clears: the caption classifier (python -m rgbd_world.caption_classifier),
 # the ruler every model is measured with, which a rebuild keeps
 KEPT_FILES = ("caption_classifier.safetensors", "caption_classifier.json")
@@ -190,11 +197,12 @@ def write_manifest(out: Path, work: Path, sizes: dict, log: dict, variants: dict
     return out / "model.json"
 
 
-def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES, seed: int = 0, side_by_side: bool = False) -> dict:
+def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES, seed: int = 0, side_by_side: bool = False, resume: bool = False) -> dict:
     """Run the stages; returns {"sizes", "log"} (commands and their seconds).
 
     ``side_by_side`` trains the three addon variants at the same time, one thread each
-    (:func:`run_side_by_side`), instead of one after the other.
+    (:func:`run_side_by_side`), instead of one after the other. ``resume`` continues the base and the
+    addon runs from their last written training state (where there is one) instead of starting them over.
     """
     out, work = Path(out), Path(work)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,13 +223,19 @@ def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES
         shutil.rmtree(work / "cache", ignore_errors=True)
         run(py + ["jointdit_trainer", "preprocess", "--config", str(CONFIG)] + tset, log, "cache")
     if "base" in stages:
-        run(py + ["rgbd_world.train_base", "--cache", str(work / "cache"), "--out", str(out / "flux.safetensors"), "--steps", str(sizes["base_steps"]), "--seed", str(seed)], log, "base")
+        from .train_base import checkpoint_path
+
+        cmd = ["rgbd_world.train_base", "--cache", str(work / "cache"), "--out", str(out / "flux.safetensors"), "--steps", str(sizes["base_steps"]), "--seed", str(seed)]
+        cmd += ["--checkpoint-every", "50"] + (["--resume"] if resume and checkpoint_path(out / "flux.safetensors").is_file() else [])
+        run(py + cmd, log, "base")
     if "addons" in stages:
         (out / "addons").mkdir(exist_ok=True)
         commands = {}
         for name, ov in VARIANTS.items():
-            shutil.rmtree(work / "addons" / name, ignore_errors=True)
+            if not resume:
+                shutil.rmtree(work / "addons" / name, ignore_errors=True)
             extra = ["--set", f"output_dir={work / 'addons' / name}"] + [a for k, v in ov.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+            extra += ["--set", "save_every_n_steps=100", "--set", "keep_last_n_checkpoints=2"] + (["--set", "resume_from=latest"] if resume else [])
             commands[f"addons/{name}"] = py + ["jointdit_trainer", "train", "--config", str(CONFIG)] + tset + extra
         if side_by_side:
             run_side_by_side(commands, log, work / "logs")
@@ -247,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="run only these stages (in the fixed order)")
     p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--side-by-side", action="store_true", help="train the three addon variants at once, one thread each (faster on a multi-core CPU)")
+    p.add_argument("--resume", action="store_true", help="continue the base and addon runs from their last training state (after an interruption)")
     return p
 
 
@@ -293,13 +308,13 @@ def clear_outputs(out: Path) -> list[str]:
 
 def main(argv=None):
     a = parse_args(argv)
-    if set(a.stages) == set(STAGES):
+    if set(a.stages) == set(STAGES) and not a.resume:
         removed = clear_outputs(a.out)
         if removed:
             print(f"cleared the files of an earlier run from {a.out}: {', '.join(removed)}")
     print(f"writing the model to {a.out}, work files to {a.work}" + (" (--quick: a smoke test, not a usable model)" if a.quick else ""))
     t0 = time.time()
-    result = recipe(a.out, a.work, a.quick, a.stages, a.seed, a.side_by_side)
+    result = recipe(a.out, a.work, a.quick, a.stages, a.seed, a.side_by_side, a.resume)
     print(f"\nrecipe done in {time.time() - t0:.0f}s:")
     for key, item in result["log"].items():
         print(f"  {item['seconds']:>7.1f}s  {key}: {item['command']}")

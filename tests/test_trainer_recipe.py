@@ -57,3 +57,42 @@ def test_make_dataset_count_zero_is_a_usage_error():
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "count=0 is outside it" in done.stderr
+
+
+def test_resume_continues_the_base_and_the_addon_runs_instead_of_restarting_them(tmp_path, monkeypatch):
+    """Every run writes its training state as it goes; --resume passes the base --resume (when its state is
+    there) and the trainer resume_from=latest, and keeps the addon run folders an interrupted run left."""
+    from rgbd_world.train_base import checkpoint_path
+
+    out, work = tmp_path / "model", tmp_path / "work"
+    commands = []
+
+    def fake_run(cmd, log, key):
+        commands.append(cmd)
+        if "train" in cmd and "jointdit_trainer" in cmd:
+            run_dir = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("output_dir=")))
+            (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+            for suffix in (".safetensors", ".json"):
+                (run_dir / f"jointdit_addons{suffix}").write_text("{}")
+            (run_dir / "logs" / "train_log.jsonl").write_text('{"step": 1, "loss": 1, "loss_rgb": 1, "loss_depth": 1}\n')
+        return 0.0
+
+    monkeypatch.setattr(recipe, "run", fake_run)
+    out.mkdir()
+    left_over = work / "addons" / "uts_asw" / "checkpoints" / "step_00000100"
+    left_over.mkdir(parents=True)
+
+    recipe.recipe(out, work, quick=True, stages=("base", "addons"))
+    base, *addons = commands
+    assert "--checkpoint-every" in base and "--resume" not in base  # nothing to resume from yet
+    assert all("save_every_n_steps=100" in c and "resume_from=latest" not in c for c in addons)
+    assert not left_over.exists()  # a fresh run starts its folders over
+
+    left_over.mkdir(parents=True)
+    checkpoint_path(out / "flux.safetensors").write_text("state")
+    commands.clear()
+    recipe.recipe(out, work, quick=True, stages=("base", "addons"), resume=True)
+    base, *addons = commands
+    assert "--resume" in base and len(addons) == 3
+    assert all("resume_from=latest" in c for c in addons) and left_over.is_dir()
+    assert "flux.checkpoint.safetensors" in recipe.OUT_FILES  # not refused as foreign, cleared by a fresh full run
