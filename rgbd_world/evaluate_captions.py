@@ -1,6 +1,6 @@
 """Caption following and depth agreement of the shipped small model on the RGB-D world's test split.
 
-    python -m rgbd_world.evaluate_captions [--count 200] [--steps 20] [--seed 0] [--variant uts_asw] [--json FILE]
+    python -m rgbd_world.evaluate_captions [--count 200] [--steps 20] [--seed 0] [--variant uts_asw] [--cfg 1.0] [--json FILE]
 
 On the held-out test scenes ``split_indices("test")[:count]`` (never trained on, neither by the model nor by
 the caption classifier), per-attribute caption accuracy (:func:`rgbd_world.caption_classifier.caption_accuracy`)
@@ -9,7 +9,9 @@ of:
 * ``ground_truth``: the scenes' renders (the classifier's own accuracy, its ceiling);
 * ``ae_roundtrip``: those renders encoded and decoded by the model's autoencoder (what decoding costs);
 * ``joint_generation``: images generated from the scenes' captions (both branches from noise);
-* ``depth_to_image``: images generated from the scenes' depth maps + captions.
+* ``depth_to_image``: images generated from the scenes' depth maps + captions;
+
+both with classifier-free guidance ``cfg`` against the empty prompt (default: the model's, model.json ``cfg``).
 
 Depth agreement (AbsRel, protocol of :mod:`rgbd_world.metrics`; the model re-estimates depth from its own
 images with noise seed ``seed + 1``): for joint generation, the re-estimated depth against the generated
@@ -39,12 +41,14 @@ ROW_TITLES = {
 }
 
 
-def evaluate_captions(model_dir=DEFAULT_MODEL_DIR, count: int = 200, steps: int = 20, seed: int = 0, variant: str | None = None, classifier_path=None) -> dict:
+def evaluate_captions(model_dir=DEFAULT_MODEL_DIR, count: int = 200, steps: int = 20, seed: int = 0, variant: str | None = None, classifier_path=None,
+                      cfg: float | None = None) -> dict:
     """Run the rows above; returns {"caption_accuracy": {row: caption_accuracy dict}, "depth": {name: AbsRel},
     "seconds": {...}, "settings": {...}}. Raises ValueError for a count outside the test split."""
     t_start = time.time()
     classifier = load_classifier(classifier_path) if classifier_path else load_classifier()
     stack = load_stack(model_dir, variant)
+    cfg = stack.cfg if cfg is None else cfg
     scenes = held_out_scenes(count, size=stack.manifest["resolution"])
     rgb = np.stack([s.rgb for s in scenes])
     captions = [s.caption for s in scenes]
@@ -53,10 +57,10 @@ def evaluate_captions(model_dir=DEFAULT_MODEL_DIR, count: int = 200, steps: int 
 
     images["ae_roundtrip"] = autoencoder_roundtrip_rgb(stack, rgb)
     t0 = time.time()
-    images["joint_generation"], generated_disparity = joint_generation(stack, captions, steps=steps, seed=seed)
+    images["joint_generation"], generated_disparity = joint_generation(stack, captions, steps=steps, seed=seed, cfg=cfg)
     seconds["joint_generation"] = round(time.time() - t0, 1)
     t0 = time.time()
-    images["depth_to_image"] = depth_to_image(stack, np.stack([normalized_disparity(d) for d in depths]), captions, steps=steps, seed=seed)
+    images["depth_to_image"] = depth_to_image(stack, np.stack([normalized_disparity(d) for d in depths]), captions, steps=steps, seed=seed, cfg=cfg)
     seconds["depth_to_image"] = round(time.time() - t0, 1)
     accuracy = {}
     for name, batch in images.items():
@@ -76,7 +80,7 @@ def evaluate_captions(model_dir=DEFAULT_MODEL_DIR, count: int = 200, steps: int 
     print(" ".join(f"{k} {v:.4f}" for k, v in depth.items()), flush=True)
     seconds["total"] = round(time.time() - t_start, 1)
     settings = {"test_scenes": f"split_indices('test')[0:{count}]", "count": count, "steps": steps, "seed": seed, "variant": stack.variant,
-                "guidance": stack.guidance, "model": str(model_dir), "depth_re_estimation_seed": seed + 1}
+                "guidance": stack.guidance, "cfg": cfg, "model": str(model_dir), "depth_re_estimation_seed": seed + 1}
     return {"caption_accuracy": accuracy, "depth": depth, "seconds": seconds, "settings": settings}
 
 
@@ -100,13 +104,14 @@ def main(argv=None) -> None:
     p.add_argument("--count", type=int_at_least(1), default=200, help="test scenes (the split has 1000)")
     p.add_argument("--steps", type=int_at_least(1), default=20, help="sampling steps (official 20)")
     p.add_argument("--seed", type=int_at_least(0), default=0)
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance of the captioned tasks (default: the model's; 1 = off)")
     p.add_argument("--json", default=None, help="also write the result as JSON here")
     a = p.parse_args(argv)
     try:
-        result = evaluate_captions(a.model, a.count, a.steps, a.seed, a.variant, a.classifier)
+        result = evaluate_captions(a.model, a.count, a.steps, a.seed, a.variant, a.classifier, a.cfg)
     except (ValueError, FileNotFoundError) as exc:
         p.error(str(exc))
-    print(f"\ncaption accuracy on {a.count} test scenes ({a.steps} steps, seed {a.seed}, {result['seconds']['total']}s):\n")
+    print(f"\ncaption accuracy on {a.count} test scenes ({a.steps} steps, seed {a.seed}, cfg {result['settings']['cfg']}, {result['seconds']['total']}s):\n")
     print(table(result))
     if a.json:
         write_json(a.json, result)

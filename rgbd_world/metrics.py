@@ -111,3 +111,39 @@ def generated_depth_abs_rel(estimated: np.ndarray, generated: np.ndarray, near: 
     disparity = 1.0 / far + np.clip(reference, 0, 1) * (1.0 / near - 1.0 / far)
     depth = np.where(reference <= 0, far, 1.0 / disparity)
     return evaluate_disparity(estimated, depth, far)["abs_rel"]
+
+
+def depth_edges(gt_depth: np.ndarray, jump: float = 0.05, width: int = 1) -> np.ndarray:
+    """(H, W) bool: pixels within ``width`` pixels of a depth discontinuity, where the ground-truth depth of a
+    pixel and one of its 8 neighbours differ by more than ``jump`` (relative to the pixel's depth): the
+    silhouettes of objects and the horizon."""
+    depth = np.asarray(gt_depth, np.float64)
+    h, w = depth.shape
+
+    def neighbours(a: np.ndarray, fill: str):
+        padded = np.pad(a, 1, mode=fill)
+        return [padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+
+    edge = np.max([np.abs(n - depth) for n in neighbours(depth, "edge")], axis=0) > jump * depth
+    for _ in range(width):
+        edge = np.any(neighbours(edge, "constant"), axis=0)
+    return edge
+
+
+def error_breakdown(pred_disparity: np.ndarray, gt_depth: np.ndarray, far: float = FAR) -> dict[str, float]:
+    """Where the absolute relative error sits, pooled over images (after the protocol's alignment).
+
+    Args:
+        pred_disparity, gt_depth: (N, H, W) arrays (or lists of (H, W)).
+    Returns:
+        {"edge_pixels": share of valid pixels near depth edges (:func:`depth_edges`), "edge_error": share of
+        the summed error there, "abs_rel_edge" / "abs_rel_interior": mean error per pixel on either side}.
+    """
+    err, edge = [], []
+    for pred, gt in zip(pred_disparity, gt_depth):
+        mask = valid_mask(gt, far)
+        err.append((np.abs(aligned_depth(pred, gt, far) - gt) / np.where(mask, gt, 1.0))[mask])
+        edge.append(depth_edges(gt)[mask])
+    err, edge = np.concatenate(err), np.concatenate(edge)
+    return {"edge_pixels": float(edge.mean()), "edge_error": float(err[edge].sum() / err.sum()),
+            "abs_rel_edge": float(err[edge].mean()), "abs_rel_interior": float(err[~edge].mean())}

@@ -68,3 +68,23 @@ def test_mean_metrics():
     assert M.mean_metrics([{"abs_rel": 0.1, "delta1": 1.0}, {"abs_rel": 0.3, "delta1": 0.5}]) == pytest.approx({"abs_rel": 0.2, "delta1": 0.75})
     with pytest.raises(ValueError):
         M.mean_metrics([])
+
+
+def test_depth_edges_mark_the_silhouette_and_the_breakdown_splits_the_error_there():
+    from rgbd_world.metrics import depth_edges, error_breakdown
+
+    gt = np.full((8, 8), 4.0)
+    gt[:, 4:] = 8.0  # a step between columns 3 and 4
+    edges = depth_edges(gt)
+    assert edges[:, 2:6].all() and not edges[:, :2].any() and not edges[:, 6:].any()
+    assert not depth_edges(gt, width=0)[:, [2, 5]].any() and depth_edges(gt, width=0)[:, 3:5].all()
+    assert not depth_edges(np.full((8, 8), 4.0) + np.linspace(0, 0.1, 8)[None]).any()  # a gentle slope is no edge
+
+    # a prediction wrong only in the far interior (columns 6-7): no error near the edge
+    pred = 1.0 / gt
+    pred[:, 6:] *= 1.2
+    pred = np.stack([pred, pred])
+    b = error_breakdown(pred, np.stack([gt, gt]))
+    assert b["edge_pixels"] == 0.5 and b["abs_rel_interior"] > 0.01
+    # the affine alignment spreads a little error everywhere, but most of it stays where it was made
+    assert b["edge_error"] < 0.5 and b["abs_rel_edge"] < b["abs_rel_interior"]

@@ -263,3 +263,18 @@ def test_decoder_finetune_keeps_the_encoder_and_lowers_the_reconstruction_error(
     with pytest.raises(ValueError, match="trained at 32"):
         write_dataset(tmp_path / "big", "train", count=1, size=64, progress=False)
         finetune_decoder(tmp_path / "big", source, tmp_path / "x.safetensors", steps=1)
+
+
+def test_captioned_tasks_sample_with_the_manifests_cfg(tmp_path):
+    """model.json ``cfg`` (absent: 1.0, off) is the default guidance of joint generation and depth-to-image;
+    an explicit cfg overrides it, and guidance changes the image."""
+    stack = S.load_stack(SHIPPED)
+    assert stack.cfg == float(stack.manifest.get("cfg", 1.0))
+    caption = ["a large red cube on a checkered floor"]
+    plain = S.joint_generation(stack, caption, steps=2, cfg=1.0)[0]
+    stack.cfg = 4.0
+    assert np.array_equal(S.joint_generation(stack, caption, steps=2)[0], S.joint_generation(stack, caption, steps=2, cfg=4.0)[0])
+    assert np.abs(S.joint_generation(stack, caption, steps=2)[0].astype(int) - plain).max() > 10
+    disparity = np.tile(np.linspace(0, 1, 64, dtype=np.float32)[:, None], (1, 1, 64))
+    d2i_plain = S.depth_to_image(stack, disparity, caption, steps=2, cfg=1.0)
+    assert np.abs(S.depth_to_image(stack, disparity, caption, steps=2).astype(int) - d2i_plain).max() > 10
