@@ -1,6 +1,7 @@
 """Caption following and depth agreement of the shipped small model on the RGB-D world's test split.
 
     python -m rgbd_world.evaluate_captions [--count 200] [--steps 20] [--seed 0] [--variant uts_asw] [--cfg 1.0] [--json FILE]
+        [--roundtrip-only]
 
 On the held-out test scenes ``split_indices("test")[:count]`` (never trained on, neither by the model nor by
 the caption classifier), per-attribute caption accuracy (:func:`rgbd_world.caption_classifier.caption_accuracy`)
@@ -12,6 +13,7 @@ of:
 * ``depth_to_image``: images generated from the scenes' depth maps + captions;
 
 both with classifier-free guidance ``cfg`` against the empty prompt (default: the model's, model.json ``cfg``).
+``--roundtrip-only`` stops after the first two rows (seconds, not minutes: to compare autoencoders).
 
 Depth agreement (AbsRel, protocol of :mod:`rgbd_world.metrics`; the model re-estimates depth from its own
 images with noise seed ``seed + 1``): for joint generation, the re-estimated depth against the generated
@@ -42,8 +44,9 @@ ROW_TITLES = {
 
 
 def evaluate_captions(model_dir=DEFAULT_MODEL_DIR, count: int = 200, steps: int = 20, seed: int = 0, variant: str | None = None, classifier_path=None,
-                      cfg: float | None = None) -> dict:
-    """Run the rows above; returns {"caption_accuracy": {row: caption_accuracy dict}, "depth": {name: AbsRel},
+                      cfg: float | None = None, roundtrip_only: bool = False) -> dict:
+    """Run the rows above (only ``ground_truth`` and ``ae_roundtrip`` with ``roundtrip_only``); returns
+    {"caption_accuracy": {row: caption_accuracy dict}, "depth": {name: AbsRel} (empty with ``roundtrip_only``),
     "seconds": {...}, "settings": {...}}. Raises ValueError for a count outside the test split."""
     t_start = time.time()
     classifier = load_classifier(classifier_path) if classifier_path else load_classifier()
@@ -56,16 +59,22 @@ def evaluate_captions(model_dir=DEFAULT_MODEL_DIR, count: int = 200, steps: int 
     seconds, images = {}, {"ground_truth": rgb}
 
     images["ae_roundtrip"] = autoencoder_roundtrip_rgb(stack, rgb)
-    t0 = time.time()
-    images["joint_generation"], generated_disparity = joint_generation(stack, captions, steps=steps, seed=seed, cfg=cfg)
-    seconds["joint_generation"] = round(time.time() - t0, 1)
-    t0 = time.time()
-    images["depth_to_image"] = depth_to_image(stack, np.stack([normalized_disparity(d) for d in depths]), captions, steps=steps, seed=seed, cfg=cfg)
-    seconds["depth_to_image"] = round(time.time() - t0, 1)
+    settings = {"test_scenes": f"split_indices('test')[0:{count}]", "count": count, "steps": steps, "seed": seed, "variant": stack.variant,
+                "guidance": stack.guidance, "cfg": cfg, "model": str(model_dir), "depth_re_estimation_seed": seed + 1}
+    if not roundtrip_only:
+        t0 = time.time()
+        images["joint_generation"], generated_disparity = joint_generation(stack, captions, steps=steps, seed=seed, cfg=cfg)
+        seconds["joint_generation"] = round(time.time() - t0, 1)
+        t0 = time.time()
+        images["depth_to_image"] = depth_to_image(stack, np.stack([normalized_disparity(d) for d in depths]), captions, steps=steps, seed=seed, cfg=cfg)
+        seconds["depth_to_image"] = round(time.time() - t0, 1)
     accuracy = {}
     for name, batch in images.items():
         accuracy[name] = caption_accuracy(batch, captions, classifier)
         print(f"{name}: " + " ".join(f"{k} {accuracy[name][k]:.3f}" for k in (*ATTRIBUTES, "overall")), flush=True)
+    if roundtrip_only:
+        seconds["total"] = round(time.time() - t_start, 1)
+        return {"caption_accuracy": accuracy, "depth": {}, "seconds": seconds, "settings": settings}
 
     t0 = time.time()
     joint_estimated = depth_estimation(stack, images["joint_generation"], steps=steps, seed=seed + 1)
@@ -79,8 +88,6 @@ def evaluate_captions(model_dir=DEFAULT_MODEL_DIR, count: int = 200, steps: int 
     }
     print(" ".join(f"{k} {v:.4f}" for k, v in depth.items()), flush=True)
     seconds["total"] = round(time.time() - t_start, 1)
-    settings = {"test_scenes": f"split_indices('test')[0:{count}]", "count": count, "steps": steps, "seed": seed, "variant": stack.variant,
-                "guidance": stack.guidance, "cfg": cfg, "model": str(model_dir), "depth_re_estimation_seed": seed + 1}
     return {"caption_accuracy": accuracy, "depth": depth, "seconds": seconds, "settings": settings}
 
 
@@ -91,8 +98,9 @@ def table(result: dict) -> str:
     for name, row in result["caption_accuracy"].items():
         cells = ["-" if row[k] is None else f"{row[k]:.3f}" for k in head]
         lines.append(f"| {ROW_TITLES.get(name, name)} | " + " | ".join(cells) + " |")
-    lines += ["", "| depth agreement | AbsRel |", "| --- | --- |"]
-    lines += [f"| {k.replace('_abs_rel', '').replace('_', ' ')} | {v:.4f} |" for k, v in result["depth"].items()]
+    if result["depth"]:
+        lines += ["", "| depth agreement | AbsRel |", "| --- | --- |"]
+        lines += [f"| {k.replace('_abs_rel', '').replace('_', ' ')} | {v:.4f} |" for k, v in result["depth"].items()]
     return "\n".join(lines)
 
 
@@ -106,9 +114,10 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance of the captioned tasks (default: the model's; 1 = off)")
     p.add_argument("--json", default=None, help="also write the result as JSON here")
+    p.add_argument("--roundtrip-only", action="store_true", help="only the ground-truth and autoencoder round-trip rows (to compare autoencoders)")
     a = p.parse_args(argv)
     try:
-        result = evaluate_captions(a.model, a.count, a.steps, a.seed, a.variant, a.classifier, a.cfg)
+        result = evaluate_captions(a.model, a.count, a.steps, a.seed, a.variant, a.classifier, a.cfg, a.roundtrip_only)
     except (ValueError, FileNotFoundError) as exc:
         p.error(str(exc))
     print(f"\ncaption accuracy on {a.count} test scenes ({a.steps} steps, seed {a.seed}, cfg {result['settings']['cfg']}, {result['seconds']['total']}s):\n")

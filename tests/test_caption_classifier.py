@@ -139,3 +139,16 @@ def test_describe_names_the_objects_read():
     reading = {"objects": objects, "count": np.array([2, 1]), "floor": np.array(["striped", "checkered"])}
     assert describe(reading, 0) == "2 objects: red sphere, blue cube; striped floor"
     assert describe(reading, 1) == "1 object: none recognised; checkered floor"
+
+
+def test_roundtrip_only_scores_the_renders_and_the_autoencoder_without_sampling(monkeypatch):
+    from rgbd_world import evaluate_captions as E
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("roundtrip_only must not sample")
+
+    monkeypatch.setattr(E, "joint_generation", no_sampling)
+    monkeypatch.setattr(E, "depth_to_image", no_sampling)
+    result = E.evaluate_captions(count=3, roundtrip_only=True)
+    assert set(result["caption_accuracy"]) == {"ground_truth", "ae_roundtrip"} and result["depth"] == {}
+    assert "depth agreement" not in E.table(result) and "ground truth through the autoencoder" in E.table(result)
