@@ -144,8 +144,7 @@ def depth_to_image(stack: Stack, disparity: np.ndarray, captions: list[str], ste
     ``cfg`` as in :func:`joint_generation`.
     Raises ValueError (from the depth conventions) for disparity outside [0, 1].
     """
-    cfg = stack.cfg if cfg is None else cfg
-    z_rgb, _ = _generate(stack, captions, "depth_to_image", steps, seed, cfg, depth_latent=_encode_disparity(stack, disparity))
+    z_rgb, _ = _generate(stack, captions, "depth_to_image", steps, seed, stack.cfg if cfg is None else cfg, depth_latent=_encode_disparity(stack, disparity))
     return model_to_uint8(_decode(stack, z_rgb)).numpy()
 
 

@@ -153,19 +153,21 @@ def checkpoint_path(out: str | Path) -> Path:
 def save_checkpoint(path: Path, model: Flux, opt: torch.optim.AdamW, gen: torch.Generator, progress: dict, settings: dict) -> None:
     """Write the training state atomically (a temporary file renamed over ``path``).
 
-    Tensors: ``model.<name>`` (float32 weights), ``adamw.<key>.<name>`` (AdamW's ``step``, ``exp_avg``,
-    ``exp_avg_sq``), ``generator`` (uint8 state of the data/noise generator). Header: ``progress`` (step,
-    loss log, seconds) and ``settings`` (what must match to resume), as JSON.
+    Tensors: ``model.<name>`` (float32 weights), the optimizer's tensor state as the trainer's checkpoints
+    store it (:func:`jointdit_trainer.checkpointing.optimizer_to_flat`), ``generator`` (uint8 state of the
+    data/noise generator). Header, as JSON: ``progress`` (step, loss log, seconds), ``settings`` (what must
+    match to resume) and ``optimizer`` (param groups and scalar state).
     """
-    names = {id(p): n for n, p in model.named_parameters()}
+    from jointdit_trainer.checkpointing import optimizer_to_flat
+
+    optimizer_tensors, optimizer_meta = optimizer_to_flat(opt.state_dict())
     state = {f"model.{k}": v.detach() for k, v in model.state_dict().items()}
-    for param, slots in opt.state.items():
-        for key, value in slots.items():
-            state[f"adamw.{key}.{names[id(param)]}"] = value if torch.is_tensor(value) else torch.tensor(float(value))
+    state.update(optimizer_tensors)
     state["generator"] = gen.get_state()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"progress": json.dumps(progress), "settings": json.dumps(settings)})
+    metadata = {"progress": json.dumps(progress), "settings": json.dumps(settings), "optimizer": json.dumps(optimizer_meta)}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
 
 
@@ -175,6 +177,8 @@ def load_checkpoint(path: Path, model: Flux, opt: torch.optim.AdamW, gen: torch.
     Raises:
         ValueError: the checkpoint was written by a run with other settings (named in the message).
     """
+    from jointdit_trainer.checkpointing import optimizer_from_flat
+
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
         state = {k: f.get_tensor(k) for k in f.keys()}
@@ -186,10 +190,7 @@ def load_checkpoint(path: Path, model: Flux, opt: torch.optim.AdamW, gen: torch.
             "resume with the same options, or delete the checkpoint to start over"
         )
     model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
-    for n, param in model.named_parameters():
-        slots = {key: state[f"adamw.{key}.{n}"] for key in ("step", "exp_avg", "exp_avg_sq") if f"adamw.{key}.{n}" in state}
-        if slots:
-            opt.state[param] = slots
+    opt.load_state_dict(optimizer_from_flat(state, json.loads(meta["optimizer"])))
     gen.set_state(state["generator"])
     return json.loads(meta["progress"])
 
