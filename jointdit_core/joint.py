@@ -85,6 +85,13 @@ class BranchLayout:
         """Rows of the depth branch, pair order: (P, ...)."""
         return x[self._slices[1]] if self._slices else x.index_select(0, self.depth_rows.to(x.device))
 
+    def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(rgb(x), depth(x))`` in one op. In the official layout this is ``torch.split``, whose backward
+        is one concatenation, where two slices would each fill a zero tensor of ``x``'s size (training)."""
+        if self._slices:
+            return tuple(x.split(self.pairs))
+        return self.rgb(x), self.depth(x)
+
     def merge(self, rgb: Tensor, depth: Tensor) -> Tensor:
         """Inverse of :meth:`rgb` / :meth:`depth`: (P, ...) + (P, ...) -> (2P, ...) in row order."""
         if self._slices:
@@ -101,7 +108,8 @@ class BranchLayout:
     def add_to_depth(self, out: Tensor, delta: Tensor) -> Tensor:
         """``out`` with ``delta`` (P, ...) added to the depth rows (out of place, autograd-safe)."""
         if self._slices:
-            return torch.cat([out[self._slices[0]], out[self._slices[1]] + delta])
+            rgb, depth = self.split(out)
+            return torch.cat([rgb, depth + delta])
         return out.index_add(0, self.depth_rows.to(out.device), delta.to(out.dtype))
 
 
@@ -240,8 +248,9 @@ def joint_attention(q: Tensor, k: Tensor, v: Tensor, pe: Tensor, joint: JointInp
         return out
     layout = joint.layout
     # rgb queries attend to the depth row's keys/values and vice versa (slices, no copies, in the official layout)
-    cross_rgb = attention(layout.rgb(q), layout.depth(k), layout.depth(v))
-    cross_depth = attention(layout.depth(q), layout.rgb(k), layout.rgb(v))
+    (q_rgb, q_depth), (k_rgb, k_depth), (v_rgb, v_depth) = layout.split(q), layout.split(k), layout.split(v)
+    cross_rgb = attention(q_rgb, k_depth, v_depth)
+    cross_depth = attention(q_depth, k_rgb, v_rgb)
     mixed = joint_linear(torch.cat([cross_rgb, cross_depth], dim=-1))
     rgb_part, depth_part = mixed.chunk(2, dim=-1)
     weights = joint.row_weights.to(device=out.device, dtype=out.dtype)[:, None, None]
@@ -291,7 +300,7 @@ def joint_double_block(block, addon, img: Tensor, txt: Tensor, vec: Tensor, pe: 
     k = torch.cat((txt_k, img_k), dim=2)
     v = torch.cat((txt_v, img_v), dim=2)
     attn = joint_attention(q, k, v, pe, joint, addon and addon.joint1, attention)
-    txt_attn, img_attn = attn[:, : txt.shape[1]], attn[:, txt.shape[1] :]
+    txt_attn, img_attn = attn.split([txt.shape[1], attn.shape[1] - txt.shape[1]], dim=1)
 
     img = img + img_gate1 * lora_linear(block.img_attn.proj, img_lora and img_lora.proj, img_attn, joint)
     img = img + img_gate2 * block.img_mlp((1 + img_scale2) * block.img_norm2(img) + img_shift2)

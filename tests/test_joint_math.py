@@ -57,6 +57,31 @@ def test_interleaved_layout_equals_official_layout(golden_model, golden_inputs):
     assert torch.allclose(interleaved[[0, 2, 1, 3]], official, atol=1e-5)
 
 
+def test_addon_gradients_agree_between_official_and_interleaved_layouts(golden_model, golden_inputs):
+    """The official layout's backward (splits, one concatenation) gives the gradients of the index path."""
+    import copy
+
+    g = golden_inputs
+    model = copy.deepcopy(golden_model).train()
+    model.freeze_base()
+    x = torch.cat([g["x"], g["x"].flip(1)])
+    t = torch.tensor([0.3, 0.8, 0.6, 0.1])  # rows: rgb0, depth0, rgb1, depth1
+    rep = lambda a: a[:1].expand(4, *a.shape[1:])  # noqa: E731
+    args = (rep(g["img_ids"]), rep(g["txt"]), rep(g["txt_ids"]))
+    weights = torch.linspace(-1, 1, x.numel()).reshape(x.shape)
+
+    def grads(order, layout):
+        model.zero_grad(set_to_none=True)
+        out = model(x[order], *args, t[order], rep(g["y"]), rep(g["guidance"]), layout=layout)
+        (out * weights[order]).sum().backward()  # the same weight on each pair's row in either order
+        return torch.cat([p.grad.flatten() for p in model.addons.parameters()])
+
+    official = grads(torch.tensor([0, 2, 1, 3]), None)
+    interleaved = grads(torch.tensor([0, 1, 2, 3]), BranchLayout(torch.tensor([0, 2]), torch.tensor([1, 3])))
+    assert official.abs().sum() > 0
+    assert torch.allclose(official, interleaved, atol=1e-6, rtol=1e-4)
+
+
 def test_rgb_row_is_plain_flux_when_joint_layers_are_zero(golden_model, golden_inputs):
     """LoRAs act on depth rows only: with joint1/joint2 zeroed the rgb row is exactly plain Flux."""
     import copy
