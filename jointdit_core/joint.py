@@ -247,7 +247,7 @@ def joint_attention(q: Tensor, k: Tensor, v: Tensor, pe: Tensor, joint: JointInp
     if joint is None:
         return out
     layout = joint.layout
-    # rgb queries attend to the depth row's keys/values and vice versa (slices, no copies, in the official layout)
+    # rgb queries attend to the depth row's keys/values and vice versa (views, no copies, in the official layout)
     (q_rgb, q_depth), (k_rgb, k_depth), (v_rgb, v_depth) = layout.split(q), layout.split(k), layout.split(v)
     cross_rgb = attention(q_rgb, k_depth, v_depth)
     cross_depth = attention(q_depth, k_rgb, v_rgb)

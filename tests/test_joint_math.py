@@ -40,14 +40,20 @@ def test_layout_validation():
         )
 
 
+def _two_interleaved_pairs(g):
+    """Rows [rgb0, depth0, rgb1, depth1] (pair0 = (x0, x1), pair1 = flipped tokens) with their timesteps, a
+    row-repeater of the golden conditioning and the repeated (img_ids, txt, txt_ids)."""
+    x = torch.cat([g["x"], g["x"].flip(1)])
+    t = torch.tensor([0.3, 0.8, 0.6, 0.1])
+    rep = lambda a: a[:1].expand(4, *a.shape[1:])  # noqa: E731
+    return x, t, rep, (rep(g["img_ids"]), rep(g["txt"]), rep(g["txt_ids"]))
+
+
 def test_interleaved_layout_equals_official_layout(golden_model, golden_inputs):
     """Two pairs stacked as [rgb0, depth0, rgb1, depth1] give the same velocities as the official order."""
     g = golden_inputs
-    x = torch.cat([g["x"], g["x"].flip(1)])  # pair0 = (x0, x1), pair1 = flipped tokens
+    x, t, rep, args = _two_interleaved_pairs(g)
     x_official = x[[0, 2, 1, 3]]
-    t = torch.tensor([0.3, 0.8, 0.6, 0.1])  # rows: rgb0, depth0, rgb1, depth1
-    rep = lambda a: a[:1].expand(4, *a.shape[1:])  # noqa: E731
-    args = (rep(g["img_ids"]), rep(g["txt"]), rep(g["txt_ids"]))
     with torch.no_grad():
         official = golden_model(x_official, args[0], args[1], args[2], t[[0, 2, 1, 3]], rep(g["y"]), rep(g["guidance"]))
         interleaved = golden_model(
@@ -64,10 +70,7 @@ def test_addon_gradients_agree_between_official_and_interleaved_layouts(golden_m
     g = golden_inputs
     model = copy.deepcopy(golden_model).train()
     model.freeze_base()
-    x = torch.cat([g["x"], g["x"].flip(1)])
-    t = torch.tensor([0.3, 0.8, 0.6, 0.1])  # rows: rgb0, depth0, rgb1, depth1
-    rep = lambda a: a[:1].expand(4, *a.shape[1:])  # noqa: E731
-    args = (rep(g["img_ids"]), rep(g["txt"]), rep(g["txt_ids"]))
+    x, t, rep, args = _two_interleaved_pairs(g)
     weights = torch.linspace(-1, 1, x.numel()).reshape(x.shape)
 
     def grads(order, layout):
