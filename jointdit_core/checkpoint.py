@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from .files import save_json_atomic, write_atomic
 # The sidecar flags of the official release and their defaults (docs/method.md §8).
 OFFICIAL_SIDECAR = {"is_txt_ids_training": False, "is_attnmask_training": False, "depth_transform": "none"}
 SIDECAR_FALLBACK_NAMES = ("jointdit_addons.json", "jointdit.json")
+SIDECAR_EXTENSION_PREFIX = "x_"  # sidecar keys of this prefix are ignored (notes, other tools' keys)
 ADDON_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 FLUX_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")
 
@@ -40,9 +40,6 @@ class AddonFileError(ValueError):
 
 class WeightFileError(ValueError):
     """A base-model or autoencoder file that cannot be used."""
-
-
-log = logging.getLogger(__name__)
 
 
 def read_safetensors_shapes(path: str | os.PathLike) -> dict[str, tuple[list[int], str]]:
@@ -223,7 +220,9 @@ def find_sidecar(path: Path) -> Path | None:
 def check_sidecar(data: Mapping, source: str) -> dict:
     """Sidecar flags checked and completed with the official defaults.
 
-    Unknown keys have no effect; a warning (logging) names them, the closest known key and ``source``.
+    An unknown key stops the load: a misspelt flag (``"depth_tranform"``) would otherwise leave the default in
+    force without a word where the user can see it. Keys starting with ``x_`` (:data:`SIDECAR_EXTENSION_PREFIX`)
+    are the escape for notes and forward-compatible keys of other tools: they are ignored.
 
     Args:
         data: the sidecar's JSON object.
@@ -231,16 +230,20 @@ def check_sidecar(data: Mapping, source: str) -> dict:
     Returns:
         a new dict: :data:`OFFICIAL_SIDECAR` updated with ``data``.
     Raises:
-        AddonFileError: a known key with a value of the wrong JSON type (e.g. the string "false" for a
+        AddonFileError: an unknown key (naming the closest known one), a known key with a value of the wrong JSON type (e.g. the string "false" for a
             boolean), or a depth_transform that is not one of :data:`~jointdit_core.depth.DEPTH_TRANSFORMS`.
     """
     unknown = []
     for key in data:
-        if key not in OFFICIAL_SIDECAR:
+        if key not in OFFICIAL_SIDECAR and not key.startswith(SIDECAR_EXTENSION_PREFIX):
             close = difflib.get_close_matches(key, OFFICIAL_SIDECAR, n=1)
             unknown.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
     if unknown:
-        log.warning("sidecar %s: unknown keys %s have no effect; the known keys are %s", source, ", ".join(unknown), ", ".join(OFFICIAL_SIDECAR))
+        raise AddonFileError(
+            f"sidecar {source}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; the known keys are "
+            f"{', '.join(OFFICIAL_SIDECAR)}. Fix the spelling, or start a key of your own with "
+            f"'{SIDECAR_EXTENSION_PREFIX}' (e.g. \"{SIDECAR_EXTENSION_PREFIX}note\") to have it ignored"
+        )
     for key, default in OFFICIAL_SIDECAR.items():
         if key in data and type(data[key]) is not type(default):
             expected = "a boolean (true or false, without quotes)" if isinstance(default, bool) else "a string"

@@ -24,6 +24,7 @@ the sky) are invalid pixels; NaN is refused with an error (it has no meaning in 
 from __future__ import annotations
 
 import importlib
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import numpy as np
 # format name -> file suffix written
 FORMATS = {"png16": ".png", "exr": ".exr", "tiff": ".tif", "npy": ".npy"}
 READ_SUFFIXES = (".png", ".exr", ".tif", ".tiff", ".npy", ".jpg", ".jpeg")
+MAX_DEPTH_PIXELS = 2**27  # 134 megapixels (e.g. 16384 x 8192), 512 MiB as float32: larger files are refused unread
 PNG16_STEP = 1.0 / 65535
 PNG8_STEP = 1.0 / 255
 
@@ -119,16 +121,38 @@ def write_depth(path: str | Path, depth, fmt: str) -> Path:
     return path
 
 
+def check_pixel_count(path: Path, shape: tuple[int, ...]) -> None:
+    """Refuse a map whose header declares more than :data:`MAX_DEPTH_PIXELS` pixels, before any pixel is read.
+
+    Raises:
+        ValueError: the declared size (says what it is and the limit).
+    """
+    count = int(np.prod([int(n) for n in shape], dtype=np.float64)) if len(shape) else 0
+    if count > MAX_DEPTH_PIXELS:
+        size = " x ".join(str(int(n)) for n in shape)
+        raise ValueError(
+            f"{path.name} declares a {size} array ({count / 1e6:,.0f} million values); depth files are read up to "
+            f"{MAX_DEPTH_PIXELS / 1e6:.0f} million pixels: shrink the map first (a depth map this large is most likely a damaged file)"
+        )
+
+
+def _damaged(path: Path, kind: str, error: Exception) -> ValueError:
+    return ValueError(f"{path.name} is not a readable {kind} file; it may be damaged, cut short or of another format ({error}). Save it again, or choose another file")
+
+
 def _read_pil(path: Path) -> tuple[np.ndarray, str]:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
+            check_pixel_count(path, img.size)
             img.load()
             mode, fmt = img.mode, img.format
             arr = np.asarray(img)
-    except UnidentifiedImageError as e:
-        raise ValueError(f"{path.name} is not a readable PNG/JPEG image (the file may be damaged or of another format)") from e
+    except Image.DecompressionBombError as e:  # Pillow refuses huge headers itself, at open
+        raise ValueError(f"{path.name} declares more than {MAX_DEPTH_PIXELS / 1e6:.0f} million pixels ({e}): shrink the map first") from e
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:  # Pillow's damaged-file errors
+        raise _damaged(path, "PNG/JPEG image", e) from e
     if mode in ("I;16", "I;16B", "I;16L") or (mode == "I" and fmt == "PNG"):
         return arr.astype(np.float32) / 65535.0, f"16-bit {fmt}"
     if mode in ("L", "RGB", "RGBA", "LA", "P"):
@@ -146,10 +170,15 @@ def _read_pil(path: Path) -> tuple[np.ndarray, str]:
 def _read_exr(path: Path) -> tuple[np.ndarray, str]:
     OpenEXR = _library("OpenEXR", "openexr", "EXR")
     try:
+        with OpenEXR.File(str(path), header_only=True) as f:
+            low, high = f.header()["dataWindow"]
+        check_pixel_count(path, tuple(int(n) for n in np.asarray(high) - np.asarray(low) + 1))
         with OpenEXR.File(str(path)) as f:
             channels = {name: np.asarray(ch.pixels) for name, ch in f.channels().items()}
-    except RuntimeError as e:
-        raise ValueError(f"{path.name} is not a readable OpenEXR file ({e})") from e
+    except (RuntimeError, ValueError, OSError, KeyError) as e:  # the bindings' errors for damaged or cut files
+        if str(e).startswith(f"{path.name} declares"):
+            raise
+        raise _damaged(path, "OpenEXR", e) from e
     for name in ("Z", "Y", "R", "depth", "Depth.Z"):
         if name in channels and channels[name].ndim == 2:
             return channels[name].astype(np.float32), f"EXR channel {name}"
@@ -164,9 +193,15 @@ def _read_exr(path: Path) -> tuple[np.ndarray, str]:
 def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
     tifffile = _library("tifffile", "tifffile", "TIFF")
     try:
-        arr = tifffile.imread(path)
-    except (tifffile.TiffFileError, ValueError) as e:
-        raise ValueError(f"{path.name} is not a readable TIFF file ({e})") from e
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise ValueError("no image in the file")
+            check_pixel_count(path, tif.series[0].shape)
+            arr = tif.series[0].asarray()
+    except (tifffile.TiffFileError, ValueError, OSError, RuntimeError, zlib.error) as e:  # zlib: compressed data cut short
+        if str(e).startswith(f"{path.name} declares"):
+            raise
+        raise _damaged(path, "TIFF", e) from e
     kind = arr.dtype
     arr = grey_map(arr)
     if np.issubdtype(kind, np.integer):
@@ -176,8 +211,16 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
 
 def _read_npy(path: Path) -> tuple[np.ndarray, str]:
     try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, _ = read_header(f)
+    except (ValueError, OSError, SyntaxError) as e:
+        raise ValueError(f"{path.name} is not a .npy array file (its header cannot be read: {e})") from e
+    check_pixel_count(path, shape)
+    try:
         arr = np.load(path, allow_pickle=False)
-    except ValueError as e:  # pickled object arrays, or not a .npy file
+    except ValueError as e:  # pickled object arrays, or data cut short
         raise ValueError(f"{path.name} is not a plain numeric .npy array (pickled objects are never loaded): {e}") from e
     if not isinstance(arr, np.ndarray) or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise ValueError(f"{path.name}: a depth .npy must hold a numeric array, got {getattr(arr, 'dtype', type(arr))}")
@@ -195,8 +238,9 @@ def read_depth(path: str | Path, zero_is_missing: bool = False) -> DepthFile:
         :class:`DepthFile` (values (H, W) float32, valid (H, W) bool, source).
     Raises:
         FileNotFoundError: no such file.
-        ValueError: an empty (0-byte) file or zero-sized image, an unknown suffix, a file that is not
-            of the format its suffix says, not a 2-d map, NaN values, or no valid pixel at all.
+        ValueError: an empty (0-byte) file or zero-sized image, an unknown suffix, a damaged or cut-short file
+            or one not of the format its suffix says, a header declaring more than :data:`MAX_DEPTH_PIXELS`
+            pixels (checked before reading them), not a 2-d map, NaN values, or no valid pixel at all.
         ImportError: the format's library is missing (says what to install).
     """
     path = Path(path)

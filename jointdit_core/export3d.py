@@ -113,6 +113,14 @@ def save_glb(path: str | Path, lifted: LiftedRGBD, content: str = "mesh", textur
     if content not in GLB_CONTENTS:
         raise ValueError(f"content must be one of {GLB_CONTENTS}, got {content!r}")
     if "mesh" in content and len(lifted.faces) == 0:
+        height, width = lifted.depth.shape
+        rows, cols = np.unique(lifted.pixels // width).size, np.unique(lifted.pixels % width).size
+        if rows < 2 or cols < 2:
+            raise ValueError(
+                f"the depth map is too small for a mesh: {width}x{height} pixels, of which a grid of {cols}x{rows} is kept "
+                "(after stride and background_threshold); a triangle needs at least 2x2 pixels. Lift a larger image "
+                "(or use a smaller stride), or write points only (glb_content 'points')"
+            )
         raise ValueError(
             "the mesh has no triangles (every one was dropped): raise edge_threshold or set it to 0, lower "
             "background_threshold, or write points only"

@@ -17,6 +17,7 @@ import torch
 from jointdit_core.files import save_bytes_atomic
 
 logger = logging.getLogger(__name__)
+SAMPLES_DIR = "samples"  # <output_dir>/samples: the preview PNGs
 
 
 @dataclass
@@ -74,7 +75,7 @@ def save_previews(images: list, out_dir: Path, step: int, tensorboard=None) -> N
     for i, im in enumerate(images):
         buf = io.BytesIO()
         im.save(buf, format="PNG")
-        save_bytes_atomic(buf.getvalue(), Path(out_dir) / "samples" / f"step{step:06d}_{i}.png")
+        save_bytes_atomic(buf.getvalue(), Path(out_dir) / SAMPLES_DIR / f"step{step:06d}_{i}.png")
         if tensorboard is not None:
             import numpy as np
 

@@ -43,7 +43,7 @@ from .data import CachedPairs, EpochSampler
 from .lock import OutputFolderBusy, output_lock
 from .manifest import DamagedCheckpoint
 from .manifest import write as write_manifest
-from .previews import Previews, joint_samples, save_previews
+from .previews import SAMPLES_DIR, Previews, joint_samples, save_previews
 from .timesteps import sample_timesteps
 
 logger = logging.getLogger(__name__)
@@ -280,8 +280,8 @@ def setup(cfg: TrainConfig, accelerator) -> TrainingRun:
     out_dir = Path(cfg.output_dir)
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for path in ckpt.remove_stale_tmp(out_dir):
-            logger.info("removed leftover of an interrupted write: %s", path.name)
+        for path in ckpt.remove_stale_tmp(out_dir) + ckpt.remove_stale_tmp(out_dir / SAMPLES_DIR):
+            logger.info("removed leftover of an interrupted write: %s", path.relative_to(out_dir))
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     dataset, sampler, loader = load_data(cfg, accelerator)

@@ -13,6 +13,7 @@ from comfy_api.latest import io, ui
 from jointdit_core.depth_files import FORMATS, READ_SUFFIXES, grey_map, read_depth, write_depth
 from jointdit_core.depth import normalize_disparity
 from .depth_maps import depth_from_comfy
+from .folders import input_file, input_files, output_path
 from .node_options import schema_options
 
 
@@ -46,20 +47,13 @@ class SaveDepth(io.ComfyNode):
         if maps.ndim != 3:
             raise ValueError(f"Save Depth needs an IMAGE (B, H, W, 3) or MASK (B, H, W), got shape {tuple(depth.shape)}")
         height, width = maps.shape[-2:]
-        folder, filename, counter, _subfolder, _ = folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory(), width, height)
+        folder, filename, counter, _subfolder = output_path(filename_prefix, width, height)
         for batch_number, one in enumerate(maps):
             name = filename.replace("%batch_num%", str(batch_number))
             write_depth(os.path.join(folder, f"{name}_{counter:05}_"), one, format)
             counter += 1
         preview = maps.clamp(0, 1)[..., None].expand(*maps.shape, 3).contiguous()
         return io.NodeOutput(ui=ui.PreviewImage(preview, cls=cls))
-
-
-def _input_files() -> list[str]:
-    folder = folder_paths.get_input_directory()
-    if not os.path.isdir(folder):
-        return []
-    return sorted(f for f in os.listdir(folder) if os.path.isfile(os.path.join(folder, f)) and f.lower().endswith(READ_SUFFIXES))
 
 
 class LoadDepth(io.ComfyNode):
@@ -76,7 +70,7 @@ class LoadDepth(io.ComfyNode):
                 "here; copy EXR/.npy files into the input folder). For EncodeDepth (depth-to-image) and depth tools."
             ),
             inputs=[
-                io.Combo.Input("file", options=_input_files(), upload=io.UploadType.image, tooltip="A depth file in ComfyUI's input folder."),
+                io.Combo.Input("file", options=input_files(READ_SUFFIXES), upload=io.UploadType.image, tooltip="A depth file in ComfyUI's input folder."),
                 io.Boolean.Input(
                     "normalize", default=True,
                     tooltip="Min-max normalise the valid pixels to [0, 1] (what IMAGE nodes and previews expect). Off: values as stored "
@@ -97,7 +91,7 @@ class LoadDepth(io.ComfyNode):
 
     @classmethod
     def execute(cls, file, normalize, zero_is_missing=False) -> io.NodeOutput:
-        loaded = read_depth(folder_paths.get_annotated_filepath(file), zero_is_missing=zero_is_missing)
+        loaded = read_depth(input_file(file, "depth file"), zero_is_missing=zero_is_missing)
         values = torch.from_numpy(loaded.values)[None]
         valid = torch.from_numpy(loaded.valid)[None]
         if normalize:
@@ -106,14 +100,25 @@ class LoadDepth(io.ComfyNode):
         return io.NodeOutput(values[..., None].expand(*values.shape, 3).contiguous(), valid.float())
 
     @classmethod
-    def validate_inputs(cls, file, **kwargs):
-        if not folder_paths.exists_annotated_filepath(file):
-            return f"depth file {file!r} not found in ComfyUI's input folder"
+    def validate_inputs(cls, file=None):
+        """True, or why ``file`` cannot be read: not inside ComfyUI's input folder, or not there at all.
+
+        Only ``file`` is declared, so ComfyUI still checks the other inputs itself and shows this message once.
+        """
+        try:
+            path = input_file(file, "depth file")
+        except ValueError as e:
+            return str(e)
+        if not path.is_file():
+            return f"depth file {file!r} not found in ComfyUI's input folder {folder_paths.get_input_directory()}: upload it there (or copy it in) and pick it from the list"
         return True
 
     @classmethod
-    def fingerprint_inputs(cls, file, **kwargs):
-        path = folder_paths.get_annotated_filepath(file)
-        stat = os.stat(path)
+    def fingerprint_inputs(cls, file=None, **kwargs):
+        try:
+            path = input_file(file, "depth file")
+            stat = os.stat(path)
+        except (ValueError, OSError) as e:  # validation reports it; never touch a refused path
+            return f"unreadable:{e}"
         return f"{path}:{stat.st_mtime_ns}:{stat.st_size}"
 

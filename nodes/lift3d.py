@@ -25,6 +25,7 @@ from jointdit_core.export3d import GLB_CONTENTS, save_glb, save_ply
 from jointdit_core.lift3d import DEFAULT_EDGE_THRESHOLD, DEFAULT_FAR, DEFAULT_FOV_DEGREES, DEFAULT_NEAR, MAP_KINDS, lift_rgbd
 
 from .depth_maps import depth_from_comfy
+from .folders import output_path
 from .node_options import advanced, schema_options
 
 HAS_FILE3D = hasattr(io, "File3DGLB") and hasattr(io, "File3DPLY")  # ComfyUI's 3D file types (0.28.1; not 0.3.64)
@@ -113,7 +114,7 @@ class RGBDTo3D(io.ComfyNode):
             for rgb, d in pairs
         ]
         height, width = pairs[0][1].shape
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory(), width, height)
+        folder, name, counter, subfolder = output_path(filename_prefix, width, height)
         results, glb_paths, ply_paths = [], [], []
         for i, item in enumerate(lifted):
             stem = f"{name}_{counter + i:05}_"

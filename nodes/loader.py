@@ -20,16 +20,25 @@ from .model_patch import apply_jointdit, check_flux, flux_config
 log = logging.getLogger("ComfyUI-JointDiT")
 
 
-def unknown_addon_message(name: str) -> str | None:
-    """None if ``name`` is one of the LoadJointDiT dropdown's files, else a message saying where addons are looked for."""
+def unknown_addon_message(name: str | None) -> str | None:
+    """None if ``name`` is one of the LoadJointDiT dropdown's files, else a message saying where addons are looked for.
+
+    Only listed names load: ``..``, absolute paths and URL-encoded forms can never be one (ComfyUI lists files
+    found under the model folders, following the links an administrator put there, as its own loaders do).
+    """
     files = addon_files()
     if name in files:
         return None
     listed = ", ".join(repr(f) for f in files[:8]) + (f" ... ({len(files)} files)" if len(files) > 8 else "")
+    where = f"the addon files in the jointdit model folders {addon_folders()}: {listed or 'none found'}"
+    if name is None or name == "":
+        return (
+            f"Load JointDiT needs addon_name, the JointDiT addon file to load (e.g. jointdit.safetensors); the prompt gives "
+            f"none. Pick one of {where}"
+        )
     return (
-        f"JointDiT addon {name!r} is not one of the addon files ({listed or 'none found'}) in the jointdit model "
-        f"folders {addon_folders()}: put jointdit_addons.safetensors (and its .json) into models/jointdit and pick it "
-        "from the list"
+        f"JointDiT addon {name!r} is not one of {where}. Put the addon file (and its .json, if it has one) into "
+        "models/jointdit and pick it from the list"
     )
 
 
@@ -77,8 +86,15 @@ class LoadJointDiT(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, addon_name: str) -> bool | str:
-        """True, or the message for an addon name that is not in the node's list (checked before the run)."""
+    def validate_inputs(cls, addon_name: str | None = None) -> bool | str:
+        """True, or the message for an addon name that is not in the node's list (checked before the run).
+
+        Raises:
+            ValueError: the prompt has no ``addon_name`` at all. ComfyUI does not show a message returned for an
+                input the prompt lacks, but it shows an exception's text in place of its own "Required input is missing".
+        """
+        if addon_name is None:
+            raise ValueError(unknown_addon_message(None))
         return unknown_addon_message(addon_name) or True
 
     @classmethod

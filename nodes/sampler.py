@@ -314,6 +314,20 @@ MIGRATION = (
 )
 
 
+def task_message(task) -> str | None:
+    """None for a task JointSampler runs; else what to do (task "custom" moved to JointDiT Sampler (Advanced))."""
+    if task in TASKS:
+        return None
+    if task == "custom":
+        return (
+            "task 'custom' is on 'JointDiT Sampler (Advanced)' now (class_type JointSamplerAdvanced): change the node's "
+            "class_type and give rgb_start, rgb_end, depth_start, depth_end (1 = noise, 0 = clean; start == end holds a "
+            "branch), schedule, cfg and asw_strength there; drop width/height/batch_size and connect an EmptySD3LatentImage "
+            "to 'image' for the size (README: 'Migrating workflows')"
+        )
+    return f"JointSampler has no task {task!r}: choose one of {', '.join(TASKS)} (custom levels: JointDiT Sampler (Advanced))"
+
+
 def old_inputs(hidden, linked: dict) -> dict:
     """Keyword arguments for :func:`run_joint_sampler` from an old JointSampler prompt's extra inputs.
 
@@ -401,7 +415,18 @@ class JointSampler(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, task: str | None = None) -> bool | str:
+        """True, or what to do about a task this node does not run (the old JointSampler's "custom" among them).
+
+        Declaring ``task`` here replaces ComfyUI's own "Value not in list" check for it, so every value is checked.
+        """
+        return task_message(task) or True
+
+    @classmethod
     def execute(cls, model, positive, task, seed, steps, image=None, depth=None, **linked) -> io.NodeOutput:
+        message = task_message(task)
+        if message:
+            raise ValueError(message)
         return run_joint_sampler(model, positive, task, seed, steps, image, depth, **old_inputs(cls.hidden, linked))
 
 

@@ -1,7 +1,6 @@
 """Addon files: loading in every stored dtype and under any name, saving, and each refusal."""
 
 import json
-import logging
 
 import pytest
 import torch
@@ -151,14 +150,18 @@ def _with_sidecar(tmp_path, text: str):
     return path
 
 
-def test_unknown_sidecar_keys_give_a_warning_naming_them_and_the_file(tmp_path, caplog):
+def test_an_unknown_sidecar_key_stops_the_load_naming_it_the_file_and_the_escape(tmp_path):
     path = _with_sidecar(tmp_path, json.dumps({"depth_tranform": "inverse", "foo": 1}))
-    with caplog.at_level(logging.WARNING, logger="jointdit_core.checkpoint"):
-        checkpoint = load_addons(path, TINY)
-    assert checkpoint.depth_transform == "none"  # the misspelt key does not act ...
-    message = caplog.text  # ... but the user is told, with the file and the key it resembles
+    with pytest.raises(AddonFileError) as info:  # a misspelt flag must not run silently with the default
+        load_addons(path, TINY)
+    message = str(info.value)
     assert "'depth_tranform' (did you mean 'depth_transform'?)" in message and "'foo'" in message
-    assert str(path.with_suffix(".json")) in message
+    assert str(path.with_suffix(".json")) in message and "'x_'" in message
+
+
+def test_sidecar_keys_starting_with_x_are_ignored(tmp_path):
+    path = _with_sidecar(tmp_path, json.dumps({"depth_transform": "inverse", "x_note": "trained on my photos", "x_tool": {"v": 2}}))
+    assert load_addons(path, TINY).depth_transform == "inverse"
 
 
 @pytest.mark.parametrize(

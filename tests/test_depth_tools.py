@@ -240,6 +240,51 @@ def test_bad_depth_files_get_clear_errors(tmp_path):
         read_depth(tmp_path / "missing.png")
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+@pytest.mark.parametrize("cut", [40, 120, -200])
+def test_damaged_or_cut_short_depth_files_say_so(tmp_path, cut):
+    """A PNG/EXR/TIFF cut at any point gives ValueError naming the file (not OSError / the bindings' own text alone)."""
+    for fmt in ("png16", "exr", "tiff"):
+        noise = np.random.default_rng(0).random((64, 64), dtype=np.float32)  # incompressible: every cut loses pixels
+        whole = write_depth(tmp_path / f"whole_{fmt}", noise, fmt).read_bytes()
+        damaged = tmp_path / f"cut{FORMATS[fmt]}"
+        damaged.write_bytes(whole[:cut])
+        with pytest.raises(ValueError, match=r"cut\.\w+ is not a readable .* may be damaged, cut short"):
+            read_depth(damaged)
+
+
+def test_a_png_with_a_good_signature_and_garbage_after_it_is_damaged(tmp_path):
+    (tmp_path / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 40)
+    with pytest.raises(ValueError, match="garbage.png is not a readable PNG/JPEG image"):
+        read_depth(tmp_path / "garbage.png")
+
+
+def test_a_header_declaring_a_huge_map_is_refused_before_any_allocation(tmp_path):
+    import struct
+
+    from jointdit_core.depth_files import MAX_DEPTH_PIXELS
+
+    huge = tmp_path / "huge.npy"  # a 100000 x 100000 float32 header (37 GiB) over 16 bytes of data
+    with open(huge, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (100000, 100000)})
+        f.write(bytes(16))
+    with pytest.raises(ValueError, match=r"huge.npy declares a 100000 x 100000 array .* up to 134 million pixels"):
+        read_depth(huge)
+    side = int(MAX_DEPTH_PIXELS**0.5) * 2  # a PNG header claiming 4x the limit, with no pixel data
+    ihdr = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)
+    (tmp_path / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IEND", b""))
+    with pytest.raises(ValueError, match="huge.png declares .* pixels"):
+        read_depth(tmp_path / "huge.png")
+    np.save(tmp_path / "ok.npy", _ramp())  # a normal file still reads
+    assert read_depth(tmp_path / "ok.npy").values.shape == _ramp().shape
+
+
 # ---- rgbd_world.evaluate_ensemble scoring ------------------------------------------------------------
 
 

@@ -224,3 +224,16 @@ def test_a_mesh_without_triangles_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no triangles"):
         save_glb(tmp_path / "x.glb", empty)
     save_glb(tmp_path / "x.glb", empty, content="points")
+
+
+@pytest.mark.parametrize("size, stride", [((1, 1), 1), ((1, 9), 1), ((4, 4), 4)])
+def test_a_map_too_small_for_a_triangle_says_so_instead_of_raise_edge_threshold(tmp_path, size, stride):
+    pytest.importorskip("trimesh")
+    from jointdit_core.export3d import save_glb
+
+    lifted = lift_rgbd(_rgb(*size), np.linspace(0, 1, size[0] * size[1]).reshape(size), stride=stride, edge_threshold=0)
+    with pytest.raises(ValueError, match="too small for a mesh.*at least 2x2 pixels") as info:
+        save_glb(tmp_path / "x.glb", lifted)
+    assert "edge_threshold" not in str(info.value)
+    save_glb(tmp_path / "x.glb", lifted, content="points")
+

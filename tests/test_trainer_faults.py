@@ -138,6 +138,19 @@ def test_nonfinite_weights_are_never_published(setup, tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith("checkpoint")]
 
 
+def test_a_preview_left_half_written_by_a_killed_run_is_removed_at_the_next_start(setup, tmp_path):
+    root, values = setup
+    out = tmp_path / "killed_while_previewing"
+    samples = out / "samples"
+    samples.mkdir(parents=True)
+    (samples / "step000002_0.png").write_bytes(b"a finished preview")
+    stale = samples / "step000004_0.png.tmp-k1ll3d"  # what save_bytes_atomic leaves when killed mid-write
+    stale.write_bytes(b"half a png")
+    train(config(values, out, max_train_steps=1, save_every_n_steps=0))
+    assert not stale.exists()
+    assert (samples / "step000002_0.png").read_bytes() == b"a finished preview"
+
+
 def test_second_training_on_the_same_folder_names_the_first(setup, tmp_path):
     root, values = setup
     out = tmp_path / "locked"
