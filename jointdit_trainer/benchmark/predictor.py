@@ -72,7 +72,7 @@ def load_model_folder(model_dir: str | Path, variant: str | None = None, device=
     text = TextEncoders(root / manifest["text"] / "clip", root / manifest["text"] / "t5", t5_max_length=manifest["t5_max_length"])
     txt, y = _encode_prompt(text)
     return DepthEstimator(model, load_autoencoder(root / manifest["ae"], device=device), txt, y, float(manifest["guidance"]),
-                          float(addon["asw_strength"]), checkpoint.depth_transform, f"{root.name}/{name}")
+                          float(addon["asw_strength"]), checkpoint.depth_transform, f"{model_dir}:{name}")
 
 
 def load_flux_addons(flux, addons, ae, clip_l, t5xxl, clip_tokenizer=None, t5_tokenizer=None, t5_max_length=512, guidance=3.5,

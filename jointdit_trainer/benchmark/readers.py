@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .archive import Archive
+from .archive import Archive, locate
 from .datasets import BenchmarkSpec, eval_crop_mask, kitti_benchmark_crop
 
 ETH3D_SHAPE = (4032, 6048)
@@ -162,8 +162,6 @@ class BenchmarkData:
     """
 
     def __init__(self, spec: BenchmarkSpec, data_dir, file_list: str | None = None, any_size: bool = False):
-        from .archive import locate
-
         self.spec = spec
         self.archive = Archive(locate(data_dir, spec.archive))
         names = self.archive.names()

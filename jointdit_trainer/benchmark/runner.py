@@ -126,4 +126,6 @@ def markdown_table(result: dict) -> str:
     row = [result["dataset"], str(result["images"])] + values + [f"{result['seconds_per_image']:.2f}"]
     settings = result["settings"]
     note = ", ".join(f"{k} {settings[k]}" for k in ("model", "alignment", "processing_resolution", "steps", "ensemble_size", "seed") if k in settings)
+    if settings.get("fit_zero_disparity"):
+        note += ", disparity 0 fitted (--fit-zero-disparity)"
     return "\n".join(["| " + " | ".join(head) + " |", "|" + " --- |" * len(head), "| " + " | ".join(row) + " |", "", note])
