@@ -39,3 +39,16 @@ def test_the_benchmark_command_reproduces_rgbd_world_evaluate(tmp_path):
     assert main(common + ["--out", str(tmp_path / "marigold")]) == 0
     marigold = json.loads((tmp_path / "marigold" / "results.json").read_text())["metrics"]["abs_rel"]
     assert marigold != pytest.approx(theirs["abs_rel"], rel=1e-6) and marigold == pytest.approx(theirs["abs_rel"], rel=0.1)
+
+
+def test_the_predictor_returns_disparity_at_the_photos_size():
+    from jointdit_trainer.benchmark.predictor import estimate_disparity, load_model_folder
+
+    estimator = load_model_folder("rgbd_world/model")
+    photo = np.random.default_rng(0).integers(0, 256, (1, 50, 90, 3), dtype=np.uint8)  # processed at 32 x 64, returned at 50 x 90
+    one = estimate_disparity(estimator, photo, seed=0, steps=1, processing_resolution=64)
+    two = estimate_disparity(estimator, photo, seed=0, steps=1, processing_resolution=64, ensemble_size=2)
+    assert one.shape == two.shape == (1, 50, 90) and one.dtype == np.float32
+    assert one.min() >= 0 and one.max() <= 1 and not np.array_equal(one, two)
+    with pytest.raises(ValueError, match=r"\(B, H, W, 3\)"):
+        estimate_disparity(estimator, photo[0], steps=1)
