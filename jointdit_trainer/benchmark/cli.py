@@ -18,6 +18,17 @@ from .datasets import BENCHMARKS, KITTI_CROPS
 DTYPES = ("bfloat16", "float16", "float32")
 
 
+def _positive(text: str) -> int:
+    """argparse ``type=``: an integer >= 1, else a usage error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_evaluate_parser(sub) -> argparse.ArgumentParser:
     """Add the ``evaluate`` subcommand to an argparse subparsers object."""
     text = "depth-estimation benchmark (NYUv2, KITTI, ETH3D, ScanNet, DIODE; Marigold's protocol)"
@@ -27,7 +38,7 @@ def add_evaluate_parser(sub) -> argparse.ArgumentParser:
     data.add_argument("--data-dir", required=True, help="Marigold's BASE_DATA_DIR, or the dataset's .tar, or its extracted folder")
     data.add_argument("--file-list", help="a Marigold file list (data_split/...) to take the samples and their order from")
     data.add_argument("--kitti-crop", choices=KITTI_CROPS, help="KITTI evaluation crop (default eigen, as Marigold)")
-    data.add_argument("--limit", type=int, help="evaluate only the first N images")
+    data.add_argument("--limit", type=_positive, help="evaluate only the first N images")
     data.add_argument("--any-size", action="store_true", help="accept a dataset with another number of images than the benchmark's")
     model = p.add_argument_group("model: a model folder with model.json (e.g. rgbd_world/model), or FLUX.1-dev + addons")
     model.add_argument("--model-dir")
@@ -37,16 +48,16 @@ def add_evaluate_parser(sub) -> argparse.ArgumentParser:
                        ("--clip-tokenizer", "CLIP tokenizer folder (single-file CLIP)"), ("--t5-tokenizer", "T5 tokenizer folder (single-file T5)")):
         model.add_argument(name, help=what)
     model.add_argument("--t5-max-length", type=int, default=512)
-    model.add_argument("--guidance", type=float, default=3.5, help="FLUX.1-dev distilled guidance (official 3.5)")
+    model.add_argument("--guidance", type=float, default=3.5, help="FLUX.1-dev distilled guidance (official 3.5; a --model-dir uses its model.json's)")
     model.add_argument("--device", default=None, help="default cuda when available")
     model.add_argument("--dtype", choices=DTYPES, default=None, help="compute dtype (default bfloat16 on cuda, float32 on cpu)")
     run = p.add_argument_group("run")
-    run.add_argument("--steps", type=int, default=20)
+    run.add_argument("--steps", type=_positive, default=20)
     run.add_argument("--seed", type=int, default=0, help="a batch starting at image i uses seed + i; ensemble member k adds 1000 k")
     run.add_argument("--processing-resolution", type=int, default=512, help="longer side the photo is processed at (0 = its own size)")
-    run.add_argument("--ensemble-size", type=int, default=1)
+    run.add_argument("--ensemble-size", type=_positive, default=1)
     run.add_argument("--reduction", choices=("median", "mean"), default="median")
-    run.add_argument("--batch-size", type=int, default=1)
+    run.add_argument("--batch-size", type=_positive, default=1)
     run.add_argument("--alignment", choices=ALIGNMENTS, default="disparity",
                      help="least squares in disparity (JointDiT predicts relative disparity; default) or in depth (Marigold's default for depth models)")
     run.add_argument("--fit-zero-disparity", action="store_true",
