@@ -52,3 +52,20 @@ def test_the_predictor_returns_disparity_at_the_photos_size():
     assert one.min() >= 0 and one.max() <= 1 and not np.array_equal(one, two)
     with pytest.raises(ValueError, match=r"\(B, H, W, 3\)"):
         estimate_disparity(estimator, photo[0], steps=1)
+
+
+def test_the_command_end_to_end_on_a_nyuv2_tar(tmp_path, capsys):
+    """Marigold's BASE_DATA_DIR with a one-image NYUv2 tar: read, processed at 64 px, scored at 480 x 640 in the Eigen crop."""
+    from test_benchmark_readers import png, write
+
+    depth_mm = np.tile(np.linspace(1000, 6000, 640, dtype=np.float32), (480, 1)).astype(np.uint16)
+    rgb = np.repeat((255 - depth_mm // 24).astype(np.uint8)[..., None], 3, axis=-1)
+    files = {"test/kitchen_0004/rgb_0001.png": png(rgb), "test/kitchen_0004/depth_0001.png": png(depth_mm)}
+    (tmp_path / "base" / "nyuv2").mkdir(parents=True)
+    write(tmp_path / "base" / "nyuv2" / "nyu_labeled_extracted", files, as_tar=True)
+    args = ["evaluate", "--dataset", "nyuv2", "--data-dir", str(tmp_path / "base"), "--model-dir", "rgbd_world/model", "--any-size",
+            "--processing-resolution", "64", "--steps", "1", "--no-progress", "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    assert "| NYUv2 test | 1 |" in capsys.readouterr().out
+    row = json.loads((tmp_path / "out" / "per_image.jsonl").read_text())
+    assert row["name"] == "test/kitchen_0004/rgb_0001.png" and 0 < row["abs_rel"] < 1 and 0 <= row["delta1"] <= 1
