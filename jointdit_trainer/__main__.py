@@ -1,4 +1,5 @@
-"""Command line: ``python -m jointdit_trainer {preprocess,train} [--config FILE] [--set key=value ...]``."""
+"""Command line: ``python -m jointdit_trainer {preprocess,train} [--config FILE] [--set key=value ...]``;
+``python -m jointdit_trainer evaluate --dataset nyuv2 --data-dir ...`` (depth benchmarks, :mod:`.benchmark.cli`)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="TOML, JSON or YAML config file")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value (repeatable), e.g. --set max_train_steps=100 --set lora_ranks.blocks=16")
+    from .benchmark.cli import add_evaluate_parser
+
+    add_evaluate_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "evaluate":
+        from .benchmark.cli import run
+
+        return run(args)
     try:
         cfg = load_config(args.config, args.overrides)
     except (ValueError, FileNotFoundError) as exc:

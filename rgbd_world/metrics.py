@@ -7,7 +7,8 @@ metrics are those of Marigold and the JointDiT paper, docs/method.md §9):
    excluded: it has no finite depth in a real scene);
 2. the predicted disparity (any affine-invariant map, here normalised to [0, 1], near = 1) is
    aligned to the ground-truth disparity ``1 / z`` by the scale and shift that minimise the squared
-   error over the valid pixels, per image (closed-form least squares);
+   error over the valid pixels, per image (closed-form least squares,
+   :func:`jointdit_trainer.benchmark.alignment.least_squares_scale_shift`);
 3. predicted depth = ``1 / aligned disparity``, with the aligned disparity clamped to at least
    ``1 / FAR`` (predicted depth clipped to the world's depth range (0, FAR], as Marigold clips to the
    dataset's range);
@@ -19,9 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from jointdit_trainer.benchmark.alignment import align_prediction
+from jointdit_trainer.benchmark.alignment import least_squares_scale_shift as align_scale_shift  # noqa: F401 (evaluate_ensemble)
+from jointdit_trainer.benchmark.metrics import depth_metrics, mean_metrics  # noqa: F401 (rgbd_world's evaluations import it from here)
+
 from .scenes import FAR
 
-DELTA1_THRESHOLD = 1.25
 NEAR_DEPTH = 2.4  # median nearest z-depth of the world's scenes (metres): the scale read into generated depth maps
 
 
@@ -31,54 +35,24 @@ def valid_mask(depth: np.ndarray, far: float = FAR) -> np.ndarray:
     return np.isfinite(depth) & (depth > 0) & (depth < far)
 
 
-def align_scale_shift(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """Least-squares ``(scale, shift)`` minimising ``sum_mask (scale * pred + shift - target)^2``.
-
-    Args:
-        pred, target: (H, W) float arrays; mask: (H, W) bool, at least 2 pixels.
-    Returns:
-        (scale, shift) as floats. A constant prediction gets scale 0 and shift = mean target.
-    Raises:
-        ValueError: fewer than 2 valid pixels, or shapes that differ.
-    """
-    pred, target, mask = np.asarray(pred, np.float64), np.asarray(target, np.float64), np.asarray(mask, bool)
-    if pred.shape != target.shape or pred.shape != mask.shape:
-        raise ValueError(f"shapes differ: prediction {pred.shape}, target {target.shape}, mask {mask.shape}")
-    if mask.sum() < 2:
-        raise ValueError("alignment needs at least 2 valid pixels")
-    p, t = pred[mask], target[mask]
-    p_mean, t_mean = p.mean(), t.mean()
-    var = ((p - p_mean) ** 2).sum()
-    if var <= 0:
-        return 0.0, float(t_mean)
-    scale = float(((p - p_mean) * (t - t_mean)).sum() / var)
-    return scale, float(t_mean - scale * p_mean)
-
-
 def aligned_depth(pred_disparity: np.ndarray, gt_depth: np.ndarray, far: float = FAR) -> np.ndarray:
-    """Steps 1-3 of the protocol: (H, W) predicted disparity -> (H, W) predicted depth in (0, far]."""
-    mask = valid_mask(gt_depth, far)
-    gt_disparity = 1.0 / np.where(mask, gt_depth, 1.0)
-    scale, shift = align_scale_shift(pred_disparity, gt_disparity, mask)
-    aligned = scale * np.asarray(pred_disparity, np.float64) + shift
-    return 1.0 / np.maximum(aligned, 1.0 / far)
+    """Steps 1-3 of the protocol: (H, W) predicted disparity -> (H, W) predicted depth in (0, far].
+
+    The benchmark's disparity alignment (:func:`jointdit_trainer.benchmark.alignment.align_prediction`) with
+    every valid pixel in the fit, also those predicted at disparity 0 (the farthest point of a normalised map)."""
+    return align_prediction(pred_disparity, gt_depth, valid_mask(gt_depth, far), "disparity", 0.0, far, fit_zero_disparity=True)
 
 
 def depth_errors(pred_depth: np.ndarray, gt_depth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """AbsRel and delta1 of a depth map against the ground truth over ``mask`` (step 4).
+    """AbsRel and delta1 of a depth map against the ground truth over ``mask`` (step 4; the benchmark's
+    formulas, :func:`jointdit_trainer.benchmark.metrics.depth_metrics`).
 
     Returns:
         {"abs_rel": float >= 0 (0 = perfect), "delta1": float in [0, 1] (1 = perfect)}.
     Raises:
         ValueError: empty mask or non-positive depths under the mask.
     """
-    d, g = np.asarray(pred_depth, np.float64)[mask], np.asarray(gt_depth, np.float64)[mask]
-    if d.size == 0:
-        raise ValueError("no valid pixel to evaluate")
-    if (d <= 0).any() or (g <= 0).any():
-        raise ValueError("depths must be positive under the mask")
-    ratio = np.maximum(d / g, g / d)
-    return {"abs_rel": float(np.mean(np.abs(d - g) / g)), "delta1": float(np.mean(ratio < DELTA1_THRESHOLD))}
+    return depth_metrics(pred_depth, gt_depth, mask, names=("abs_rel", "delta1"))
 
 
 def evaluate_disparity(pred_disparity: np.ndarray, gt_depth: np.ndarray, far: float = FAR, region: np.ndarray | None = None) -> dict[str, float]:
@@ -89,13 +63,6 @@ def evaluate_disparity(pred_disparity: np.ndarray, gt_depth: np.ndarray, far: fl
     """
     scored = valid_mask(gt_depth, far) if region is None else valid_mask(gt_depth, far) & np.asarray(region, bool)
     return depth_errors(aligned_depth(pred_disparity, gt_depth, far), gt_depth, scored)
-
-
-def mean_metrics(per_image: list[dict[str, float]]) -> dict[str, float]:
-    """Mean of each metric over images. Raises ValueError for an empty list."""
-    if not per_image:
-        raise ValueError("no image was evaluated")
-    return {k: float(np.mean([m[k] for m in per_image])) for k in per_image[0]}
 
 
 def generated_depth_abs_rel(estimated: np.ndarray, generated: np.ndarray, near: float = NEAR_DEPTH, far: float = FAR) -> float:
