@@ -50,7 +50,7 @@ def file_inside(folder: str | os.PathLike, name: str, what: str = "file") -> Pat
     if why is None:
         path = (base / name).resolve()
         if path == base or base not in path.parents:
-            why = f"it leads outside the folder (to {path}) through a symbolic link"
+            why = "it leads outside the folder through a symbolic link"
         else:
             return path
     raise UnsafeFileName(

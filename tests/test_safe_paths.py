@@ -59,6 +59,7 @@ def test_a_symbolic_link_leading_out_is_refused_and_one_staying_inside_is_follow
     os.symlink(outside, inside / "linked_dir")
     os.symlink(inside / "a.png", inside / "alias.png")
     for name in ("innocent.npy", "linked_dir/secret_depth.npy"):
-        with pytest.raises(UnsafeFileName, match="leads outside the folder .* through a symbolic link"):
+        with pytest.raises(UnsafeFileName, match="leads outside the folder through a symbolic link") as info:
             file_inside(inside, name)
+        assert str(outside) not in str(info.value)  # where the link leads is not told to the requester
     assert file_inside(inside, "alias.png") == (inside / "a.png").resolve()

@@ -30,7 +30,7 @@ from types import SimpleNamespace
 import pytest
 
 OLDEST_COMFYUI = "0.3.64"  # the oldest release the pack supports (V3 node schema); pyproject's requires-comfyui
-NEWEST_TESTED_COMFYUI = "0.28.1"  # the newest release the ComfyUI tests were run against
+NEWEST_TESTED_COMFYUI = "0.33.0"  # the newest release the ComfyUI tests were run against
 REPO = Path(__file__).resolve().parents[2]
 SUPPORTED = f"{OLDEST_COMFYUI} .. {NEWEST_TESTED_COMFYUI}"
 
