@@ -145,15 +145,16 @@ def model_t5_length(model: Flux, text_root) -> int:
 
 
 def checkpoint_path(out: str | Path) -> Path:
-    """Where :func:`train_base` keeps the training state of ``out``: ``<stem>.checkpoint.safetensors`` beside it."""
+    """Where :func:`train_base` (and :mod:`rgbd_world.finetune_decoder`) keep the training state of ``out``:
+    ``<stem>.checkpoint.safetensors`` beside it."""
     out = Path(out)
     return out.with_name(out.stem + ".checkpoint.safetensors")
 
 
-def save_checkpoint(path: Path, model: Flux, opt: torch.optim.AdamW, gen: torch.Generator, progress: dict, settings: dict) -> None:
+def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.AdamW, gen: torch.Generator, progress: dict, settings: dict) -> None:
     """Write the training state atomically (a temporary file renamed over ``path``).
 
-    Tensors: ``model.<name>`` (float32 weights), the optimizer's tensor state as the trainer's checkpoints
+    Tensors: ``model.<name>`` (the weights of ``model``, the trained module), the optimizer's tensor state as the trainer's checkpoints
     store it (:func:`jointdit_trainer.checkpointing.optimizer_to_flat`), ``generator`` (uint8 state of the
     data/noise generator). Header, as JSON: ``progress`` (step, loss log, seconds), ``settings`` (what must
     match to resume) and ``optimizer`` (param groups and scalar state).
@@ -171,7 +172,7 @@ def save_checkpoint(path: Path, model: Flux, opt: torch.optim.AdamW, gen: torch.
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model: Flux, opt: torch.optim.AdamW, gen: torch.Generator, settings: dict) -> dict:
+def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.AdamW, gen: torch.Generator, settings: dict) -> dict:
     """Restore a :func:`save_checkpoint` state into ``model``, ``opt`` and ``gen``; returns its progress dict.
 
     Raises:
