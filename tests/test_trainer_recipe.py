@@ -1,4 +1,4 @@
-"""The RGB-D world recipe's command line as a newcomer meets it (issue 11 item 8): a smoke run never touches
+"""The RGB-D world recipe's command line as a newcomer meets it: a smoke run never touches
 the shipped model, bad options are usage errors, old files are cleared or refused."""
 
 import subprocess
