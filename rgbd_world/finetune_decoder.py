@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from jointdit_core.checkpoint import load_autoencoder
+from jointdit_trainer.preprocess import resolve_device
 
 from .train_autoencoder import chroma, cosine_lr, load_scene_arrays, reconstruction_errors, save_trained, to_model_images, training_parser
 from .train_base import checkpoint_path, load_checkpoint, save_checkpoint
@@ -50,6 +51,7 @@ def finetune_decoder(
     log_every: int = 50,
     checkpoint_every: int = 0,
     resume: bool = False,
+    device: str = "auto",
 ) -> Path:
     """Train the decoder of ``ae_path`` on ``data`` and write the whole autoencoder to ``out`` (+ ``.json``).
 
@@ -62,6 +64,8 @@ def finetune_decoder(
     ``checkpoint_every`` > 0 writes the decoder's training state (weights, AdamW moments, random generator,
     loss log) to ``<out stem>.checkpoint.safetensors`` every that many steps, ``resume`` continues from it
     (ending bit for bit where a straight run ends); the checkpoint is removed once ``out`` is written.
+    ``device``: "auto" (CUDA when present, else the CPU), "cpu", "cuda", ...; the random draws come from a
+    CPU generator on every device.
 
     Returns:
         ``out``.
@@ -78,20 +82,21 @@ def finetune_decoder(
     if not resume and ckpt.is_file():
         raise FileExistsError(f"{ckpt} holds an unfinished run: continue it with --resume, or delete it to start over")
     info = json.loads(ae_path.with_suffix(".json").read_text()) if ae_path.with_suffix(".json").is_file() else {}
-    ae = load_autoencoder(ae_path)
+    device = resolve_device(device)
+    ae = load_autoencoder(ae_path).to(device)
     rgb, disparity, _ = load_scene_arrays(data, limit)
     trained_at = info.get("config", {}).get("resolution")
     if trained_at and rgb.shape[1:3] != (trained_at, trained_at):
         raise ValueError(f"dataset images are {rgb.shape[2]}x{rgb.shape[1]}, the autoencoder was trained at {trained_at} ({ae_path.with_suffix('.json')})")
-    x_rgb, x_depth = to_model_images(rgb, disparity)
+    x_rgb, x_depth = (x.to(device) for x in to_model_images(rgb, disparity))
     n = len(x_rgb)
-    held = torch.arange(max(0, n - 128), n)
+    held = torch.arange(max(0, n - 128), n, device=device)
     before = reconstruction_errors(ae, x_rgb[held], x_depth[held])
     t0 = time.time()
     images = torch.cat([x_rgb, x_depth])
     mean, logvar = posteriors(ae, images)
     print(f"decoder fine-tuning: {sum(p.numel() for p in ae.decoder.parameters()):,} parameters, {n} scenes, "
-          f"{steps} steps x {2 * batch} images; posteriors in {time.time() - t0:.0f}s")
+          f"{steps} steps x {2 * batch} images on {device}; posteriors in {time.time() - t0:.0f}s")
     ae.encoder.requires_grad_(False)
     ae.decoder.train()
     torch.manual_seed(seed)
@@ -108,11 +113,11 @@ def finetune_decoder(
     for step in range(progress["step"], steps):
         for group in opt.param_groups:
             group["lr"] = lr * cosine_lr(step, steps, warmup)
-        idx = torch.randint(0, n, (batch,), generator=gen)
+        idx = torch.randint(0, n, (batch,), generator=gen).to(device)
         idx = torch.cat([idx, idx + n])  # each scene's rgb image and its depth map
         x = images[idx]
         m, lv = mean[idx], logvar[idx]
-        z = m + torch.exp(0.5 * lv) * torch.randn(m.shape, generator=gen)
+        z = m + torch.exp(0.5 * lv) * torch.randn(m.shape, generator=gen).to(device)
         rec = ae.decoder(z)
         l1 = (rec - x).abs().mean()
         loss = l1 + chroma_weight * (chroma(rec) - chroma(x)).abs().mean()
@@ -150,7 +155,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         finetune_decoder(a.data, a.ae, a.out, a.steps, a.batch, a.lr, a.chroma_weight, a.seed, a.limit,
-                         checkpoint_every=a.checkpoint_every, resume=a.resume)
+                         checkpoint_every=a.checkpoint_every, resume=a.resume, device=a.device)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         p.error(str(exc))
 
