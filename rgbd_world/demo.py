@@ -1,22 +1,30 @@
-"""The demo: the shipped small JointDiT runs the three tasks on the RGB-D world, on a CPU, in seconds.
+"""The demo: the shipped small JointDiT runs six tasks on the RGB-D world, on a CPU, in seconds.
 
     python -m rgbd_world.demo --out demo_output [--model rgbd_world/model] [--steps 20] [--seed 0]
                               [--caption "a red cube left of a blue sphere" ...] [--addon my_addons.safetensors]
 
-1. joint generation: RGB + depth from a few captions (``--caption`` for your own);
-2. depth estimation: depth of held-out test scenes (never trained on), scored against their exact
-   depth (AbsRel, delta1; protocol in :mod:`rgbd_world.metrics`), next to the trivial baseline;
-3. depth-to-image: images from held-out depth maps and their captions;
-4. joint inpainting: one held-out scene's first object cut out and redrawn, image and depth together;
-5. depth completion: one held-out scene's depth from 5% of its pixels plus the photo.
+In the order of the overview, strongest first:
 
-For 1 and 3 the model also re-estimates the depth of its own generated images (the cycle AbsRel:
-how well the image it drew fits the depth it drew or was given).
+1. depth estimation: depth of held-out test scenes (never trained on), scored against their exact
+   depth (AbsRel, delta1; protocol in :mod:`rgbd_world.metrics`), next to the trivial baseline; with the
+   model's measured setting (model.json ``depth_estimation``: Euler steps, samples ensembled);
+2. 3D: one depth estimate and one joint-generation pair lifted to meshes (``3d/*.glb``, ``*.ply``) and
+   seen from a new viewpoint;
+3. depth completion: one held-out scene's depth from 5% of its pixels plus the photo;
+4. joint inpainting and outpainting: image and depth redrawn together inside a region;
+5. depth-to-image: images from held-out depth maps and their captions;
+6. joint generation: RGB + depth from a few captions (``--caption`` for your own; words:
+   ``python -m rgbd_world.text --vocabulary``).
+
+The small base (2.4M parameters, trained minutes on a CPU) draws blurry scenes that barely follow their
+captions: depth estimation and 3D are the strong parts. For 5 and 6 the caption classifier says what it
+reads in each image, and the model re-estimates the depth of its own images (the cycle AbsRel: how well
+the image it drew fits the depth it drew or was given).
 
 Writes PNGs (rgb; depth as grayscale disparity, near = white; depth colour-mapped, near = yellow),
-``overview.png`` (everything on one labelled sheet), ``summary.md`` and ``summary.json`` (what ran,
-timings, metrics). ``--addon`` runs an addon file you trained (``python -m jointdit_trainer train``)
-on the shipped base instead of the shipped addons.
+``overview.png`` (everything on one labelled sheet: open it first), ``summary.md`` and ``summary.json``
+(settings, timings, metrics, every file). ``--addon`` runs an addon file you trained
+(``python -m jointdit_trainer train``) on the shipped base instead of the shipped addons.
 """
 
 from __future__ import annotations
@@ -36,11 +44,11 @@ from jointdit_core.images import unit_to_uint8
 
 from .cli import int_at_least
 from .dataset import normalized_disparity
-from .lift_eval import write_demo_lifts
+from .lift_world import new_view, write_demo_lifts
 from .metrics import evaluate_disparity, generated_depth_abs_rel, mean_metrics
 from .evaluate_completion import nearest_fill, sparse_disparity
 from .evaluate_inpainting import masked_inputs, object_hole
-from .overview import Example, Section, render_overview
+from .overview import TILE, Example, Section, render_overview
 from .scenes import VOCABULARY
 from .stack import DEFAULT_MODEL_DIR, depth_completion, depth_estimation, depth_to_image, held_out_scenes, inpaint_rgbd, joint_generation, load_baseline, load_stack
 
@@ -53,6 +61,7 @@ CAPTIONS = [
 DEPTH_ESTIMATION_START, DEPTH_TO_IMAGE_START, EDITING_START = 0, 100, 200  # offsets inside the test split
 COMPLETION_SHARE = 0.05  # share of the valid depth pixels the depth-completion example keeps
 OUTPAINT_BORDER = 16  # pixels the outpainting example regenerates on the left and on the right (of 64)
+OVERVIEW_ORDER = ("depth_estimation", "3d", "depth_completion", "inpainting", "depth_to_image", "joint_generation")  # strongest first
 TASK_FOLDERS = ("joint_generation", "depth_estimation", "depth_to_image", "inpainting", "outpainting", "depth_completion", "3d")
 OWN_SUFFIXES = {".png", ".glb", ".ply"}  # what the demo writes into TASK_FOLDERS
 OWN_TOP_LEVEL = {"overview.png", "summary.json", "summary.md"}
@@ -115,9 +124,11 @@ def clear_earlier_run(out: Path) -> int:
 
 
 def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: int = 20, seed: int = 0, count: int = 6, variant: str | None = None,
-             captions: list[str] | None = None, addon: str | Path | None = None) -> dict:
-    """Run the five tasks and write everything under ``out``; returns the summary dict.
+             captions: list[str] | None = None, addon: str | Path | None = None, depth_steps: int | None = None, ensemble: int | None = None) -> dict:
+    """Run the six tasks and write everything under ``out``; returns the summary dict.
 
+    ``steps``: Euler steps of the generative tasks; ``depth_steps`` / ``ensemble``: steps and samples per
+    image of depth estimation (default: the model's, :attr:`rgbd_world.stack.Stack.depth_steps`).
     ``captions``: prompts for joint generation (default :data:`CAPTIONS`); ``addon``: an addon file of
     your own instead of the model's ``variant``. Files of an earlier demo run in ``out`` are replaced
     (see :func:`clear_earlier_run`).
@@ -143,32 +154,21 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
         print(f"replacing the {cleared} files of an earlier demo run in {out}/")
     for sub in TASK_FOLDERS[:-1]:
         (out / sub).mkdir(parents=True, exist_ok=True)
+    depth = {"steps": depth_steps or stack.depth_steps, "ensemble": ensemble or stack.depth_ensemble}
+    estimate = lambda images, s: depth_estimation(stack, images, steps=depth["steps"], seed=s, ensemble=depth["ensemble"])  # noqa: E731
     timings = {"load": round(time.time() - t_start, 2)}
-    summary = {"model": str(model_dir), "variant": stack.variant, "asw_strength": stack.asw_strength, "steps": steps, "seed": seed, "guidance": stack.guidance}
+    summary = {"model": str(model_dir), "variant": stack.variant, "asw_strength": stack.asw_strength, "steps": steps, "seed": seed,
+               "guidance": stack.guidance, "cfg": stack.cfg, "depth_estimation_setting": depth}
     unknown = sorted({w for c in captions for w in c.lower().replace(",", " ").split()} - set(VOCABULARY))
     if unknown:
-        print(f"note: the small model's text encoders never saw {unknown}; they read as an unknown word (vocabulary: rgbd_world.scenes.VOCABULARY)")
+        print(f"note: the small model's text encoders never saw {unknown}; they read as an unknown word (the words: python -m rgbd_world.text --vocabulary)")
     files: list[str] = []
-    sections: list[Section] = []
+    sections: dict[str, Section] = {}
 
-    # 1. joint generation
-    t0 = time.time()
-    rgb, disp = joint_generation(stack, captions, steps=steps, seed=seed)
-    timings["joint_generation"] = round(time.time() - t0, 2)
-    cycle = depth_estimation(stack, rgb, steps=steps, seed=seed + 1)
-    joint = []
-    for i, caption in enumerate(captions):
-        names = [_save(out, files, "joint_generation", f"{i:02d}_rgb.png", rgb[i])] + _save_depth(out, files, "joint_generation", f"{i:02d}", disp[i])
-        joint.append({"caption": caption, "files": names, "cycle_abs_rel": generated_depth_abs_rel(cycle[i], disp[i])})
-    readings = _caption_readings(rgb, captions, joint)
-    sections.append(Section("1. Joint generation: caption -> image + depth (both drawn from noise); 'reads': what the caption classifier sees",
-                            [Example(f"{c} | reads: {readings[i]}", [("image", rgb[i]), ("depth", colormap(disp[i]))]) for i, c in enumerate(captions)]))
-    summary["joint_generation"] = joint
-
-    # 2. depth estimation on held-out scenes
+    # depth estimation on held-out scenes
     scenes = held_out_scenes(count, start=DEPTH_ESTIMATION_START, size=stack.manifest["resolution"])
     t0 = time.time()
-    pred = depth_estimation(stack, np.stack([s.rgb for s in scenes]), steps=steps, seed=seed)
+    pred = estimate(np.stack([s.rgb for s in scenes]), seed)
     timings["depth_estimation"] = round(time.time() - t0, 2)
     baseline = load_baseline(model_dir)
     estimates, ours, base, examples = [], [], [], []
@@ -181,29 +181,51 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
         base.append(b)
         estimates.append({"scene": s.index, "caption": s.caption, "files": names, "abs_rel": m["abs_rel"], "delta1": m["delta1"], "baseline_abs_rel": b["abs_rel"]})
         examples.append(Example(f"test scene {s.index}: AbsRel {m['abs_rel']:.3f}", [("photo", s.rgb), ("estimate", colormap(pred[i])), ("ground truth", colormap(gt))]))
-    sections.append(Section("2. Depth estimation: photo -> depth, held-out scenes (near = yellow)", examples))
+    sections["depth_estimation"] = Section("Depth estimation: photo -> depth, held-out scenes (near = yellow)", examples)
     summary["depth_estimation"] = {"scenes": estimates, "mean": mean_metrics(ours), "baseline_mean": mean_metrics(base)}
-    files += write_demo_lifts(out, (rgb[0], disp[0]), (scenes[0].rgb, pred[0]))  # 3d/*.glb, *.ply (rgbd_world.lift_eval)
 
-    # 3. depth-to-image from held-out depth maps
+    # joint generation (drawn now: its first pair is also lifted to 3D)
+    t0 = time.time()
+    rgb, disp = joint_generation(stack, captions, steps=steps, seed=seed)
+    timings["joint_generation"] = round(time.time() - t0, 2)
+    cycle = estimate(rgb, seed + 1)
+    joint = []
+    for i, caption in enumerate(captions):
+        names = [_save(out, files, "joint_generation", f"{i:02d}_rgb.png", rgb[i])] + _save_depth(out, files, "joint_generation", f"{i:02d}", disp[i])
+        joint.append({"caption": caption, "files": names, "cycle_abs_rel": generated_depth_abs_rel(cycle[i], disp[i])})
+    readings = _caption_readings(rgb, captions, joint)
+    sections["joint_generation"] = Section("Joint generation: caption -> image + depth, both drawn from noise (the weakest task: a tiny base)",
+                                           [Example(f"{c}\nreads: {readings[i]}", [("image", rgb[i]), ("depth", colormap(disp[i]))]) for i, c in enumerate(captions)])
+    summary["joint_generation"] = joint
+
+    # 3D: the first depth estimate and the first joint-generation pair
+    files += write_demo_lifts(out, (rgb[0], disp[0]), (scenes[0].rgb, pred[0]))  # 3d/*.glb, *.ply
+    s = scenes[0]
+    sections["3d"] = Section("3D: RGB-D pairs lifted to meshes (3d/*.glb, *.ply), seen 35 degrees to the side", [
+        Example(f"test scene {s.index}, depth estimated", [("photo", s.rgb), ("estimate", colormap(pred[0])),
+                                                           ("lifted estimate", new_view(s.rgb, pred[0], float(s.depth.min()), size=TILE)),
+                                                           ("lifted exact depth", new_view(s.rgb, normalized_disparity(s.depth), float(s.depth.min()), size=TILE))]),
+        Example(f"joint generation: {captions[0]}", [("image", rgb[0]), ("depth", colormap(disp[0])), ("lifted", new_view(rgb[0], disp[0], size=TILE))])])
+
+    # depth-to-image from held-out depth maps
     scenes = held_out_scenes(len(CAPTIONS), start=DEPTH_TO_IMAGE_START, size=stack.manifest["resolution"])
     cond = np.stack([normalized_disparity(s.depth) for s in scenes])
     t0 = time.time()
     images = depth_to_image(stack, cond, [s.caption for s in scenes], steps=steps, seed=seed)
     timings["depth_to_image"] = round(time.time() - t0, 2)
-    cycle = depth_estimation(stack, images, steps=steps, seed=seed + 1)
+    cycle = estimate(images, seed + 1)
     d2i = []
     for i, s in enumerate(scenes):
         names = [*_save_depth(out, files, "depth_to_image", f"{i:02d}_input", cond[i]), _save(out, files, "depth_to_image", f"{i:02d}_rgb.png", images[i]),
                  _save(out, files, "depth_to_image", f"{i:02d}_original.png", s.rgb)]
         d2i.append({"scene": s.index, "caption": s.caption, "files": names, "cycle_abs_rel": evaluate_disparity(cycle[i], s.depth)["abs_rel"]})
     readings = _caption_readings(images, [s.caption for s in scenes], d2i)
-    sections.append(Section("3. Depth-to-image: depth + caption -> image, held-out depth maps",
-                            [Example(f"{s.caption} | reads: {readings[i]}", [("depth given", colormap(cond[i])), ("generated", images[i]), ("original", s.rgb)])
-                             for i, s in enumerate(scenes)]))
+    sections["depth_to_image"] = Section("Depth-to-image: depth + caption -> image, held-out depth maps",
+                                         [Example(f"{s.caption}\nreads: {readings[i]}", [("depth given", colormap(cond[i])), ("generated", images[i]), ("original", s.rgb)])
+                                          for i, s in enumerate(scenes)])
     summary["depth_to_image"] = d2i
 
-    # 4 + 5. editing: joint inpainting, outpainting and depth completion on one held-out scene each
+    # editing: joint inpainting, outpainting and depth completion on one held-out scene each
     t0 = time.time()
     s = held_out_scenes(1, start=EDITING_START, size=stack.manifest["resolution"])[0]
     summary["inpainting"], inpainting = _masked_example(stack, out, "inpainting", s, object_hole(s.labels), steps, seed, files)
@@ -213,12 +235,14 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
     summary["outpainting"], outpainting = _masked_example(stack, out, "outpainting", s, border, steps, seed, files)
     summary["depth_completion"], completion = _completion_example(stack, out, steps, seed, files)
     timings["editing"] = round(time.time() - t0, 2)
-    sections.append(Section("4. Joint inpainting (the first object cut out) and outpainting (left and right quarters), image + depth redrawn from the caption",
-                            [inpainting, outpainting]))
-    sections.append(Section("5. Depth completion: 5% of the depth + the photo -> dense depth", [completion]))
+    sections["depth_completion"] = Section("Depth completion: 5% of the depth + the photo -> dense depth", [completion])
+    sections["inpainting"] = Section("Joint inpainting and outpainting: the first object cut out / the left and right quarters, image + depth redrawn from the caption",
+                                     [inpainting, outpainting])
 
-    render_overview(sections).save(out / "overview.png")
+    ordered = [Section(f"{n}. {sections[k].title}", sections[k].examples) for n, k in enumerate(OVERVIEW_ORDER, 1)]
+    render_overview(ordered).save(out / "overview.png")
     files.append("overview.png")
+    summary["overview"] = [sec.title for sec in ordered]
     timings["total"] = round(time.time() - t_start, 2)
     summary.update(timings=timings, files=files, platform=platform.platform(), python=platform.python_version(), torch=torch.__version__)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -282,8 +306,9 @@ def summary_markdown(s: dict) -> str:
     lines = [
         "# JointDiT demo on the RGB-D world",
         "",
-        f"Model `{s['model']}`, addons `{s['variant']}` (ASW strength {s['asw_strength']}), {s['steps']} Euler steps, "
-        f"guidance {s['guidance']}, seed {s['seed']}; torch {s['torch']} on {s['platform']}.",
+        f"Model `{s['model']}`, addons `{s['variant']}` (ASW strength {s['asw_strength']}), {s['steps']} Euler steps "
+        f"(depth estimation: {_depth_setting(s)}), guidance {s['guidance']}, CFG {s['cfg']} for the captioned tasks, seed {s['seed']}; "
+        f"torch {s['torch']} on {s['platform']}.",
         "",
         "| task | seconds |",
         "| --- | --- |",
@@ -335,12 +360,41 @@ def summary_markdown(s: dict) -> str:
         "Cycle AbsRel: the model re-estimates the depth of the image it generated and this is scored against the depth "
         "it generated (joint generation) or was given (depth-to-image); low = image and depth agree.",
         "",
-        "`overview.png`: one labelled section per task (1 joint generation, 2 depth estimation with the ground truth beside "
-        "each estimate, 3 depth-to-image with the original image, 4 joint inpainting, 5 depth completion). Depth colours: "
-        "near = yellow, far = purple.",
+        "`overview.png`: one labelled section per task, strongest first (1 depth estimation with the ground truth beside "
+        "each estimate, 2 3D: lifted pairs from a new viewpoint, 3 depth completion, 4 joint inpainting and outpainting, "
+        "5 depth-to-image with the original image, 6 joint generation). Depth colours: near = yellow, far = purple.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _depth_setting(s: dict) -> str:
+    d = s["depth_estimation_setting"]
+    return f"{d['steps']} steps" + (f", {d['ensemble']} samples ensembled" if d["ensemble"] > 1 else "")
+
+
+def _mean_caption_accuracy(entries: list[dict]) -> str:
+    scores = [e["caption_accuracy"]["overall"] for e in entries if e.get("caption_accuracy")]
+    return f"caption accuracy {np.mean(scores):.2f}" if scores else "captions outside the world's grammar, not scored"
+
+
+def closing_lines(s: dict, out: str | Path) -> list[str]:
+    """The demo's last words on the terminal: what ran, its headline figures, where the files are and what to open."""
+    de, ip, op, dc = s["depth_estimation"], s["inpainting"], s["outpainting"], s["depth_completion"]
+    pngs = sum(name.endswith(".png") for name in s["files"])
+    meshes = sum(name.startswith("3d/") for name in s["files"])
+    return [
+        f"JointDiT demo on the RGB-D world, {s['timings']['total']:.1f} s (addons {s['variant']}, {s['steps']} steps, CFG {s['cfg']}):",
+        f"  1. depth estimation   {len(de['scenes'])} held-out scenes: AbsRel {de['mean']['abs_rel']:.3f}, delta1 {de['mean']['delta1']:.3f} "
+        f"(mean-depth baseline {de['baseline_mean']['abs_rel']:.3f}; {_depth_setting(s)})",
+        f"  2. 3D                 {meshes // 2} pairs lifted to meshes ({out}/3d/, .glb + .ply)" if meshes else "  2. 3D                 skipped (install trimesh)",
+        f"  3. depth completion   from 5% of the depth: AbsRel {dc['abs_rel']:.3f}",
+        f"  4. inpainting         depth AbsRel in the redrawn region {ip['abs_rel_in_region']:.3f} (outpainting {op['abs_rel_in_region']:.3f})",
+        f"  5. depth-to-image     {len(s['depth_to_image'])} held-out depth maps: {_mean_caption_accuracy(s['depth_to_image'])}",
+        f"  6. joint generation   {len(s['joint_generation'])} captions: {_mean_caption_accuracy(s['joint_generation'])} (a tiny base: blurry scenes)",
+        f"{pngs} PNGs and {meshes} 3D files in {out}/ (every file and figure: {out}/summary.md)",
+        f"open {Path(out) / 'overview.png'}",
+    ]
 
 
 def main(argv=None):
@@ -348,26 +402,22 @@ def main(argv=None):
     p.add_argument("--out", default="demo_output", help="folder to write")
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder (python -m rgbd_world.recipe)")
     p.add_argument("--variant", default=None, help="addon variant in model.json (default: uts_asw)")
-    p.add_argument("--steps", type=int_at_least(1), default=20, help="Euler steps per task (official 20)")
+    p.add_argument("--steps", type=int_at_least(1), default=20, help="Euler steps of the generative tasks (official 20)")
+    p.add_argument("--depth-steps", type=int_at_least(1), default=None, help="Euler steps of depth estimation (default: the model's, model.json depth_estimation)")
+    p.add_argument("--ensemble", type=int_at_least(1), default=None, help="depth-estimation samples per image, ensembled (default: the model's)")
     p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--count", type=int_at_least(1), default=6, help="held-out scenes for depth estimation")
-    p.add_argument("--caption", action="append", help="a caption for joint generation (repeat for several; default: four built-in ones)")
+    p.add_argument("--caption", action="append", help="a caption for joint generation (repeat for several; default: four built-in ones). "
+                   f"The words the model knows: {' '.join(VOCABULARY)}")
     p.add_argument("--addon", help="an addon file you trained on this base (python -m jointdit_trainer train; its .json sidecar beside it)")
     a = p.parse_args(argv)
     if a.addon and a.variant:
         p.error("give --variant or --addon, not both")
     try:
-        s = run_demo(a.out, a.model, a.steps, a.seed, a.count, a.variant, captions=a.caption, addon=a.addon)
+        s = run_demo(a.out, a.model, a.steps, a.seed, a.count, a.variant, captions=a.caption, addon=a.addon, depth_steps=a.depth_steps, ensemble=a.ensemble)
     except (ValueError, FileNotFoundError) as exc:
         p.error(str(exc))
-    de = s["depth_estimation"]
-    print(
-        f"depth estimation on {len(de['scenes'])} held-out scenes: AbsRel {de['mean']['abs_rel']:.3f}, delta1 {de['mean']['delta1']:.3f} "
-        f"(mean-depth baseline AbsRel {de['baseline_mean']['abs_rel']:.3f})"
-    )
-    print(f"done in {s['timings']['total']:.1f}s; wrote {len(s['files'])} files to {a.out}/:")
-    for name in s["files"]:
-        print(f"  {name}")
+    print("\n".join(closing_lines(s, a.out)))
 
 
 if __name__ == "__main__":

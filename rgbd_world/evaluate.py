@@ -1,6 +1,6 @@
 """Depth-estimation evaluation of the shipped small model on the RGB-D world's test split.
 
-    python -m rgbd_world.evaluate [--count 200] [--steps 20] [--model rgbd_world/model] [--json FILE]
+    python -m rgbd_world.evaluate [--count 200] [--steps N] [--ensemble N] [--model rgbd_world/model] [--json FILE]
 
 Rows: the JointDiT addons trained with UTS + ASW (official recipe), the same-timestep ablation (UTS
 off), the ASW-off ablation (trained and sampled with asw_strength 0), the trivial baseline (the mean
@@ -11,8 +11,9 @@ Protocol: :mod:`rgbd_world.metrics` (valid pixels: depth < FAR, i.e. sky exclude
 least-squares scale and shift of the disparity against 1/z; depth clipped to (0, FAR]; AbsRel and
 delta1 averaged over images). Test scenes: ``split_indices("test")[:count]`` (never trained on);
 depth estimation with the official settings otherwise (prompt " ", rgb held at t = 0, Flux-dev
-shifted schedule, Euler, one sample, noise seed 0), guidance 1.0 (the small base is not guidance-
-distilled).
+shifted schedule, Euler, noise seed 0), guidance 1.0 (the small base is not guidance-distilled). Steps and
+ensemble size default to the model's (model.json ``depth_estimation``, chosen by measurement: see
+rgbd_world/README.md); ``--steps 20 --ensemble 1`` is the official setting.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import write_json
+from .cli import int_at_least, write_json
 from .metrics import evaluate_disparity, mean_metrics
-from .stack import DEFAULT_MODEL_DIR, autoencoder_roundtrip_disparity, depth_estimation, held_out_scenes, load_baseline, load_stack, read_manifest
+from .stack import DEFAULT_MODEL_DIR, autoencoder_roundtrip_disparity, depth_estimation, depth_settings, held_out_scenes, load_baseline, load_stack, read_manifest
 
 ROW_TITLES = {
     "uts_asw": "JointDiT (UTS + ASW, official recipe)",
@@ -41,9 +42,15 @@ def score(disparities: np.ndarray, depths: list[np.ndarray]) -> dict:
     return mean_metrics([evaluate_disparity(d, g) for d, g in zip(disparities, depths)])
 
 
-def evaluate(model_dir: str | Path = DEFAULT_MODEL_DIR, count: int = 200, steps: int = 20, seed: int = 0, variants: list[str] | None = None) -> dict:
-    """Run the evaluation; returns {"rows": {name: {"abs_rel", "delta1", "seconds"}}, "settings": {...}}."""
+def evaluate(model_dir: str | Path = DEFAULT_MODEL_DIR, count: int = 200, steps: int | None = None, seed: int = 0, variants: list[str] | None = None,
+             ensemble: int | None = None) -> dict:
+    """Run the evaluation; returns {"rows": {name: {"abs_rel", "delta1", "seconds"}}, "settings": {...}}.
+
+    ``steps`` / ``ensemble``: Euler steps and samples per image (default: the model's, model.json
+    ``depth_estimation``; ``steps=20, ensemble=1`` is the official setting)."""
     manifest = read_manifest(model_dir)
+    model_steps, model_ensemble = depth_settings(manifest)
+    steps, ensemble = steps or model_steps, ensemble or model_ensemble
     variants = variants or list(manifest["addons"])
     scenes = held_out_scenes(count, size=manifest["resolution"])
     rgb = np.stack([s.rgb for s in scenes])
@@ -53,7 +60,7 @@ def evaluate(model_dir: str | Path = DEFAULT_MODEL_DIR, count: int = 200, steps:
     for name in variants:
         t0 = time.time()
         stack = load_stack(model_dir, name)
-        pred = depth_estimation(stack, rgb, steps=steps, seed=seed)
+        pred = depth_estimation(stack, rgb, steps=steps, seed=seed, ensemble=ensemble)
         rows[name] = dict(score(pred, depths), seconds=round(time.time() - t0, 1))
         print(f"{name}: AbsRel {rows[name]['abs_rel']:.4f} delta1 {rows[name]['delta1']:.4f} ({rows[name]['seconds']}s)", flush=True)
     baseline = load_baseline(model_dir)
@@ -68,6 +75,7 @@ def evaluate(model_dir: str | Path = DEFAULT_MODEL_DIR, count: int = 200, steps:
         "count": count,
         "resolution": manifest["resolution"],
         "steps": steps,
+        "ensemble": ensemble,
         "seed": seed,
         "guidance": manifest["guidance"],
         "prompt": " ",
@@ -88,14 +96,16 @@ def table(result: dict) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder (python -m rgbd_world.recipe)")
-    p.add_argument("--count", type=int, default=200, help="test scenes (the split has 1000)")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps (official 20)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=int_at_least(1), default=200, help="test scenes (the split has 1000)")
+    p.add_argument("--steps", type=int_at_least(1), default=None, help="sampling steps (default: the model's, model.json depth_estimation; official 20)")
+    p.add_argument("--ensemble", type=int_at_least(1), default=None, help="samples per image, median-ensembled (default: the model's; official 1)")
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--variants", nargs="*", default=None, help="addon variants (default: all in model.json)")
     p.add_argument("--json", default=None, help="also write the result as JSON here")
     a = p.parse_args(argv)
-    result = evaluate(a.model, a.count, a.steps, a.seed, a.variants)
-    print(f"\ndepth estimation on {a.count} test scenes ({a.steps} steps, seed {a.seed}):\n")
+    result = evaluate(a.model, a.count, a.steps, a.seed, a.variants, a.ensemble)
+    st = result["settings"]
+    print(f"\ndepth estimation on {a.count} test scenes ({st['steps']} steps, ensemble of {st['ensemble']}, seed {a.seed}):\n")
     print(table(result))
     if a.json:
         write_json(a.json, result)

@@ -26,9 +26,7 @@ import torch
 from jointdit_core.ensemble import REDUCTIONS, ensemble_disparity
 
 from .metrics import align_scale_shift, evaluate_disparity, mean_metrics, valid_mask
-from .stack import DEFAULT_MODEL_DIR, depth_estimation, held_out_scenes, load_stack, read_manifest
-
-MEMBER_SEED_STRIDE = 1000  # member k uses seed + 1000 k (depth_estimation adds the batch offset < 1000)
+from .stack import DEFAULT_MODEL_DIR, MEMBER_SEED_STRIDE, depth_estimation, held_out_scenes, load_stack, read_manifest
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,6 +1,7 @@
 """Fine-tune only the decoder of the RGB-D world's autoencoder.
 
     python -m rgbd_world.finetune_decoder --data DATASET_DIR --ae MODEL_DIR/ae.safetensors --out NEW/ae.safetensors [--steps N]
+        [--checkpoint-every 100] [--resume]
 
 The encoder, and so every latent, the folded latent scale, the trainer's latent cache, the base and the
 addons trained on them, stay exactly as they are; only what the latents decode to improves. Stability AI
@@ -24,8 +25,10 @@ from pathlib import Path
 import torch
 
 from jointdit_core.checkpoint import load_autoencoder
+from jointdit_trainer.preprocess import resolve_device
 
 from .train_autoencoder import chroma, cosine_lr, load_scene_arrays, reconstruction_errors, save_trained, to_model_images, training_parser
+from .train_base import checkpoint_path, load_checkpoint, save_checkpoint
 
 
 @torch.no_grad()
@@ -46,6 +49,9 @@ def finetune_decoder(
     seed: int = 0,
     limit: int | None = None,
     log_every: int = 50,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    device: str = "auto",
 ) -> Path:
     """Train the decoder of ``ae_path`` on ``data`` and write the whole autoencoder to ``out`` (+ ``.json``).
 
@@ -54,44 +60,64 @@ def finetune_decoder(
     autoencoder's own training ended (10% of its 2e-3): a larger one first undoes what the decoder knows. The encoder's weights are
     copied unchanged (``out``'s encoder tensors equal ``ae_path``'s bit for bit).
 
+    Long runs go in segments as :func:`rgbd_world.train_base.train_base` does, with its checkpoint format:
+    ``checkpoint_every`` > 0 writes the decoder's training state (weights, AdamW moments, random generator,
+    loss log) to ``<out stem>.checkpoint.safetensors`` every that many steps, ``resume`` continues from it
+    (ending bit for bit where a straight run ends); the checkpoint is removed once ``out`` is written.
+    ``device``: "auto" (CUDA when present, else the CPU), "cpu", "cuda", ...; the random draws come from a
+    CPU generator on every device.
+
     Returns:
         ``out``.
     Raises:
-        FileNotFoundError: see :func:`~rgbd_world.train_autoencoder.load_scene_arrays`, or no ``ae_path``;
-        ValueError: the images are not of the resolution the autoencoder's ``.json`` names.
+        FileNotFoundError: see :func:`~rgbd_world.train_autoencoder.load_scene_arrays`, no ``ae_path``, or
+        ``resume`` without a checkpoint; FileExistsError: a checkpoint of an earlier run exists and ``resume``
+        is off; ValueError: the images are not of the resolution the autoencoder's ``.json`` names, or the
+        checkpoint's settings differ from this run's.
     """
     out, ae_path = Path(out), Path(ae_path)
+    ckpt = checkpoint_path(out)
+    if resume and not ckpt.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint {ckpt}; start without --resume")
+    if not resume and ckpt.is_file():
+        raise FileExistsError(f"{ckpt} holds an unfinished run: continue it with --resume, or delete it to start over")
     info = json.loads(ae_path.with_suffix(".json").read_text()) if ae_path.with_suffix(".json").is_file() else {}
-    ae = load_autoencoder(ae_path)
+    device = resolve_device(device)
+    ae = load_autoencoder(ae_path).to(device)
     rgb, disparity, _ = load_scene_arrays(data, limit)
     trained_at = info.get("config", {}).get("resolution")
     if trained_at and rgb.shape[1:3] != (trained_at, trained_at):
         raise ValueError(f"dataset images are {rgb.shape[2]}x{rgb.shape[1]}, the autoencoder was trained at {trained_at} ({ae_path.with_suffix('.json')})")
-    x_rgb, x_depth = to_model_images(rgb, disparity)
+    x_rgb, x_depth = (x.to(device) for x in to_model_images(rgb, disparity))
     n = len(x_rgb)
-    held = torch.arange(max(0, n - 128), n)
+    held = torch.arange(max(0, n - 128), n, device=device)
     before = reconstruction_errors(ae, x_rgb[held], x_depth[held])
     t0 = time.time()
     images = torch.cat([x_rgb, x_depth])
     mean, logvar = posteriors(ae, images)
     print(f"decoder fine-tuning: {sum(p.numel() for p in ae.decoder.parameters()):,} parameters, {n} scenes, "
-          f"{steps} steps x {2 * batch} images; posteriors in {time.time() - t0:.0f}s")
+          f"{steps} steps x {2 * batch} images on {device}; posteriors in {time.time() - t0:.0f}s")
     ae.encoder.requires_grad_(False)
     ae.decoder.train()
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(ae.decoder.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     warmup = max(1, steps // 20)
     gen = torch.Generator().manual_seed(seed)
-    history = []
-    t0 = time.time()
-    for step in range(steps):
+    settings = dict(source=ae_path.name, scenes=n, steps=steps, batch=batch, lr=lr, chroma_weight=chroma_weight, seed=seed)
+    progress = {"step": 0, "history": [], "seconds": 0.0}
+    if resume:
+        progress = load_checkpoint(ckpt, ae.decoder, opt, gen, settings)
+        print(f"resumed from {ckpt} at step {progress['step']}")
+    history = progress["history"]
+    t0 = time.time() - progress["seconds"]
+    for step in range(progress["step"], steps):
         for group in opt.param_groups:
             group["lr"] = lr * cosine_lr(step, steps, warmup)
-        idx = torch.randint(0, n, (batch,), generator=gen)
+        idx = torch.randint(0, n, (batch,), generator=gen).to(device)
         idx = torch.cat([idx, idx + n])  # each scene's rgb image and its depth map
         x = images[idx]
         m, lv = mean[idx], logvar[idx]
-        z = m + torch.exp(0.5 * lv) * torch.randn(m.shape, generator=gen)
+        z = m + torch.exp(0.5 * lv) * torch.randn(m.shape, generator=gen).to(device)
         rec = ae.decoder(z)
         l1 = (rec - x).abs().mean()
         loss = l1 + chroma_weight * (chroma(rec) - chroma(x)).abs().mean()
@@ -102,6 +128,8 @@ def finetune_decoder(
             rec_rgb, rec_depth = (rec - x).abs().reshape(2, batch, -1).mean(dim=(1, 2)).tolist()
             history.append({"step": step + 1, "l1": l1.item(), "l1_rgb": rec_rgb, "l1_depth": rec_depth})
             print(f"step {step + 1}/{steps} l1 {l1.item():.4f} (rgb {rec_rgb:.4f}, depth {rec_depth:.4f}) {time.time() - t0:.0f}s", flush=True)
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            save_checkpoint(ckpt, ae.decoder, opt, gen, {"step": step + 1, "history": history, "seconds": time.time() - t0}, settings)
     seconds = time.time() - t0
     ae.eval()
     after = reconstruction_errors(ae, x_rgb[held], x_depth[held])
@@ -111,6 +139,7 @@ def finetune_decoder(
         seconds=round(seconds, 1), reconstruction_l1_before=before, history=history,
     )
     save_trained(out, ae.state_dict(), info, producer="rgbd_world.finetune_decoder")
+    ckpt.unlink(missing_ok=True)
     print(f"wrote {out} ({seconds:.0f}s); reconstruction L1 rgb {before['rgb_l1']:.4f} -> {after['rgb_l1']:.4f}, depth {before['depth_l1']:.4f} -> {after['depth_l1']:.4f}")
     return out
 
@@ -121,8 +150,14 @@ def main(argv=None):
     p.add_argument("--ae", required=True, help="the trained autoencoder whose decoder is fine-tuned")
     p.add_argument("--chroma-weight", type=float, default=2.0)
     p.add_argument("--limit", type=int, default=None, help="use only the first N scenes")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="write the training state every N steps (0: never)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
     a = p.parse_args(argv)
-    finetune_decoder(a.data, a.ae, a.out, a.steps, a.batch, a.lr, a.chroma_weight, a.seed, a.limit)
+    try:
+        finetune_decoder(a.data, a.ae, a.out, a.steps, a.batch, a.lr, a.chroma_weight, a.seed, a.limit,
+                         checkpoint_every=a.checkpoint_every, resume=a.resume, device=a.device)
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        p.error(str(exc))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ camera 1.2-2.2 m above the floor), also relative to the distance of the point fr
 baseline (the mean training disparity map) is lifted the same way. The ground-truth pair, lifted with its
 true range, reproduces the exact points (a check of the lifting itself).
 
-``write_demo_lifts`` is the demo's 3D output (``python -m rgbd_world.demo`` writes ``3d/*.glb|ply``).
+The demo's 3D files and views come from :mod:`rgbd_world.lift_world`.
 """
 
 from __future__ import annotations
@@ -34,13 +34,9 @@ import torch
 
 from jointdit_core.lift3d import lift_rgbd, unproject
 
-from .metrics import NEAR_DEPTH, aligned_depth, valid_mask
+from .metrics import aligned_depth, valid_mask
 from .scenes import FAR, HFOV_DEG
 from .stack import DEFAULT_MODEL_DIR, depth_estimation, held_out_scenes, load_baseline, load_stack
-
-EDGE_THRESHOLD_64PX = 0.1  # relative depth-edge threshold for the world's 64x64 images (0.03 suits >= 512 px)
-SKY_THRESHOLD = 0.01  # normalised disparity below which a pixel counts as sky in the demo's files
-WORLD_NEAR = NEAR_DEPTH  # median nearest z-depth of the world's scenes (metres): near for generated pairs
 
 
 def point_error(points: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -123,32 +119,6 @@ def table(result: dict) -> str:
         numbers = " | ".join(_number(x) for x in (r["mean_error"], r["relative_error"], f["mean_error"], f["relative_error"]))
         lines.append(f"| {ROW_TITLES[name]} | {numbers} |")
     return "\n".join(lines)
-
-
-def write_demo_lifts(out: str | Path, joint: tuple, estimated: tuple, near: float = WORLD_NEAR, far: float = FAR) -> list[str]:
-    """The demo's 3D files: one joint-generation pair and one depth-estimation pair as .glb (mesh) + .ply (points).
-
-    Args:
-        out: the demo folder (files go to ``out/3d``); joint, estimated: (rgb uint8 (H, W, 3), disparity (H, W)).
-        near, far: the depth range of the lifted scenes (the world's typical nearest depth and its backdrop).
-    Returns:
-        the written paths relative to ``out``. Without trimesh nothing is written and the list is empty.
-    """
-    try:
-        from jointdit_core.export3d import require_trimesh, save_glb, save_ply
-
-        require_trimesh()
-    except ImportError as exc:
-        print(f"3D files skipped: {exc}")
-        return []
-    out = Path(out)
-    names = []
-    for stem, (rgb, disparity) in (("joint_generation_00", joint), ("depth_estimation_00", estimated)):
-        lifted = lift_rgbd(rgb, disparity, fov_degrees=HFOV_DEG, near=near, far=far, edge_threshold=EDGE_THRESHOLD_64PX, background_threshold=SKY_THRESHOLD)
-        save_glb(out / "3d" / f"{stem}.glb", lifted)
-        save_ply(out / "3d" / f"{stem}.ply", lifted)
-        names += [f"3d/{stem}.glb", f"3d/{stem}.ply"]
-    return names
 
 
 def main(argv=None):

@@ -16,24 +16,14 @@ import torch
 from PIL import Image, ImageDraw
 
 from jointdit_core.depth import colorize
-from jointdit_core.lift3d import lift_rgbd
 
-from .lift_eval import EDGE_THRESHOLD_64PX, SKY_THRESHOLD, WORLD_NEAR
-from .render3d import orbit, render_mesh
-from .scenes import FAR, HFOV_DEG
+from .lift_world import WORLD_NEAR, new_view
+from .scenes import FAR
 from .stack import DEFAULT_MODEL_DIR, depth_estimation, held_out_scenes, joint_generation, load_stack
 
 SCENE = 3  # offset in the test split: a red cone in front of a yellow cube
 CAPTION = "a blue cube left of a yellow cone"
 TILE = 192
-
-
-def view(rgb: np.ndarray, disparity: np.ndarray, near: float, far: float, yaw: float = 35.0) -> np.ndarray:
-    """Lift a pair and render it from a camera turned ``yaw`` degrees about the scene's centre: (TILE, TILE, 3) uint8."""
-    lifted = lift_rgbd(rgb, disparity, fov_degrees=HFOV_DEG, near=near, far=far, edge_threshold=EDGE_THRESHOLD_64PX, background_threshold=SKY_THRESHOLD)
-    pivot = np.median(lifted.points, axis=0)
-    points = orbit(lifted.points, yaw, 12.0, pivot) - np.array([0.0, 0.0, 0.5 * abs(pivot[2])])  # step back to see it whole
-    return render_mesh(points, lifted.faces, lifted.colors, size=TILE, fov_degrees=HFOV_DEG, background=(240, 240, 240))
 
 
 def _tile(x: np.ndarray) -> np.ndarray:
@@ -63,7 +53,7 @@ def make_figure(path: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, ste
     draw = ImageDraw.Draw(sheet)
     for r, (title, image, disp, near) in enumerate(rows):
         colours = np.round(colorize(torch.from_numpy(np.asarray(disp, np.float64)), "viridis").numpy() * 255).astype(np.uint8)
-        tiles = np.concatenate([_tile(image), _tile(colours), view(image, disp, near, FAR)], axis=1)
+        tiles = np.concatenate([_tile(image), _tile(colours), new_view(image, disp, near, FAR, size=TILE)], axis=1)
         top = r * (TILE + label)
         draw.text((4, top + 3), f"{title}   |   disparity   |   lifted mesh, new view", fill=(0, 0, 0))
         sheet.paste(Image.fromarray(tiles), (0, top + label))
@@ -73,7 +63,7 @@ def make_figure(path: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, ste
     if thumbnails is not None:
         for name, (_, image, disp, near) in (("depth_estimation_3d", rows[1]), ("joint_generation_3d", rows[2])):
             colours = np.round(colorize(torch.from_numpy(np.asarray(disp, np.float64)), "viridis").numpy() * 255).astype(np.uint8)
-            grid = np.concatenate([np.concatenate([_tile(image), view(image, disp, near, FAR, 35.0)], 1),
-                                   np.concatenate([_tile(colours), view(image, disp, near, FAR, -35.0)], 1)], 0)
+            grid = np.concatenate([np.concatenate([_tile(image), new_view(image, disp, near, FAR, 35.0)], 1),
+                                   np.concatenate([_tile(colours), new_view(image, disp, near, FAR, -35.0)], 1)], 0)
             Image.fromarray(grid).resize((400, 400), Image.BICUBIC).save(Path(thumbnails) / f"{name}.jpg", quality=85)
     return path

@@ -21,7 +21,7 @@ BACKGROUND, INK, MUTED = (255, 255, 255), (20, 20, 20), (90, 90, 90)
 
 @dataclass
 class Example:
-    """One example: ``caption`` (wrapped over the group's width) and ``tiles``, (label, uint8 (H, W, 3)) pairs."""
+    """One example: ``caption`` (wrapped over the group's width; "\\n" starts a new line) and ``tiles``, (label, uint8 (H, W, 3)) pairs."""
 
     caption: str
     tiles: list[tuple[str, np.ndarray]]
@@ -43,7 +43,9 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def _caption_lines(text: str, width_px: int, font_size: int) -> list[str]:
-    return textwrap.wrap(text, width=max(8, int(width_px / (0.55 * font_size)))) or [""]
+    """``text`` wrapped to ``width_px``; a newline in it always starts a new line."""
+    width = max(8, int(width_px / (0.55 * font_size)))
+    return [line for part in text.split("\n") for line in (textwrap.wrap(part, width=width) or [""])]
 
 
 def _rows(widths: list[int], max_width: int) -> list[list[int]]:

@@ -18,6 +18,8 @@ by hand):
 7. ``manifest``  the baseline mean disparity map and ``<out>/model.json``
 
 Everything is seeded; a rerun with the same torch version and thread count gives the same files.
+``--device`` (default auto: CUDA when present, else the CPU) picks where the training stages run; each
+stage's time is printed when it ends and recorded in ``<out>/model.json`` (``recipe.stages``).
 ``--quick`` shrinks every stage (a smoke test of the recipe, not a usable model).
 
 Long stages go in segments: the base writes its training state every 50 steps (beside
@@ -66,8 +68,10 @@ QUICK = {"scenes": 16, "ae_steps": 2, "base_steps": 2, "addon_steps": 2, "addon_
 TEXT_DIM = 64  # CLIP pooled width (= Flux vec_in_dim) and T5 width (= Flux context_in_dim)
 
 
-def _stage_env(threads: int | None = None) -> dict:
+def _stage_env(threads: int | None = None, device: str = "auto") -> dict:
     env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+    if device == "cpu":
+        env["ACCELERATE_USE_CPU"] = "1"  # the trainer's accelerate otherwise takes CUDA when present
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
@@ -80,20 +84,21 @@ def _log_entry(cmd: list[str], seconds: float) -> dict:
     return {"command": " ".join(shown), "seconds": seconds}
 
 
-def run(cmd: list[str], log: dict, key: str) -> float:
-    """Run one stage command (printed first) with OMP_WAIT_POLICY=PASSIVE; returns its seconds.
+def run(cmd: list[str], log: dict, key: str, device: str = "auto") -> float:
+    """Run one stage command (printed first, its time after it) with OMP_WAIT_POLICY=PASSIVE; returns its seconds.
 
     Raises:
         subprocess.CalledProcessError: the command failed (its output is above).
     """
     print("\n$ " + " ".join(cmd), flush=True)
     t0 = time.time()
-    subprocess.run(cmd, check=True, env=_stage_env())
+    subprocess.run(cmd, check=True, env=_stage_env(device=device))
     log[key] = _log_entry(cmd, round(time.time() - t0, 1))
+    print(f"stage {key}: {log[key]['seconds']:.1f}s", flush=True)
     return log[key]["seconds"]
 
 
-def run_side_by_side(commands: dict[str, list[str]], log: dict, log_dir: Path) -> None:
+def run_side_by_side(commands: dict[str, list[str]], log: dict, log_dir: Path, device: str = "auto") -> None:
     """Run stage commands at the same time, one thread each, output to ``<log_dir>/<key>.log``.
 
     On a 2-core CPU the three addon runs side by side make about 4.8 steps/s in all, one run with both
@@ -108,7 +113,7 @@ def run_side_by_side(commands: dict[str, list[str]], log: dict, log_dir: Path) -
         path = log_dir / (key.replace("/", "_") + ".log")
         print(f"\n$ {' '.join(cmd)}\n  (one thread, output in {path})", flush=True)
         with path.open("w") as output:  # the child keeps its own copy of the file descriptor
-            started[key] = (subprocess.Popen(cmd, env=_stage_env(threads=1), stdout=output, stderr=subprocess.STDOUT), time.time())
+            started[key] = (subprocess.Popen(cmd, env=_stage_env(threads=1, device=device), stdout=output, stderr=subprocess.STDOUT), time.time())
     failed = None
     while started:
         time.sleep(0.2)
@@ -117,6 +122,7 @@ def run_side_by_side(commands: dict[str, list[str]], log: dict, log_dir: Path) -
                 continue
             del started[key]
             log[key] = _log_entry(commands[key], round(time.time() - t0, 1))
+            print(f"stage {key}: {log[key]['seconds']:.1f}s", flush=True)
             if proc.returncode != 0 and failed is None:
                 failed = subprocess.CalledProcessError(proc.returncode, commands[key])
     if failed is not None:
@@ -197,8 +203,13 @@ def write_manifest(out: Path, work: Path, sizes: dict, log: dict, variants: dict
     return out / "model.json"
 
 
-def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES, seed: int = 0, side_by_side: bool = False, resume: bool = False) -> dict:
+def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES, seed: int = 0, side_by_side: bool = False, resume: bool = False,
+           device: str = "auto") -> dict:
     """Run the stages; returns {"sizes", "log"} (commands and their seconds).
+
+    ``device``: where the training stages run: "auto" (CUDA when present, else the CPU), "cpu", "cuda", ...
+    (the autoencoder and the base get ``--device``, the latent cache ``preprocess_device``; the addon runs
+    take accelerate's device, CUDA when present, and the CPU with "cpu").
 
     ``side_by_side`` trains the three addon variants at the same time, one thread each
     (:func:`run_side_by_side`), instead of one after the other. ``resume`` continues the base and the
@@ -211,6 +222,7 @@ def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES
     py = [sys.executable, "-m"]
     log: dict = {}
     tset = trainer_overrides(out, work, sizes)
+    on_device = [] if device == "auto" else ["--device", device]
     if "data" in stages:
         shutil.rmtree(work / "data" / "train", ignore_errors=True)
         run(py + ["rgbd_world.make_dataset", "--out", str(work / "data" / "train"), "--split", "train", "--count", str(sizes["scenes"]), "--size", "64"], log, "data")
@@ -218,16 +230,16 @@ def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES
         shutil.rmtree(out / "text", ignore_errors=True)
         run(py + ["rgbd_world.text", "--out", str(out / "text"), "--clip-dim", str(TEXT_DIM), "--t5-dim", str(TEXT_DIM), "--seed", str(seed)], log, "text")
     if "ae" in stages:
-        run(py + ["rgbd_world.train_autoencoder", "--data", str(work / "data" / "train"), "--out", str(out / "ae.safetensors"), "--steps", str(sizes["ae_steps"]), "--seed", str(seed)], log, "ae")
+        run(py + ["rgbd_world.train_autoencoder", "--data", str(work / "data" / "train"), "--out", str(out / "ae.safetensors"), "--steps", str(sizes["ae_steps"]), "--seed", str(seed)] + on_device, log, "ae", device)
     if "cache" in stages:
         shutil.rmtree(work / "cache", ignore_errors=True)
-        run(py + ["jointdit_trainer", "preprocess", "--config", str(CONFIG)] + tset, log, "cache")
+        run(py + ["jointdit_trainer", "preprocess", "--config", str(CONFIG)] + tset + ([] if device == "auto" else ["--set", f"preprocess_device={device}"]), log, "cache", device)
     if "base" in stages:
         from .train_base import checkpoint_path
 
         cmd = ["rgbd_world.train_base", "--cache", str(work / "cache"), "--out", str(out / "flux.safetensors"), "--steps", str(sizes["base_steps"]), "--seed", str(seed)]
-        cmd += ["--checkpoint-every", "50"] + (["--resume"] if resume and checkpoint_path(out / "flux.safetensors").is_file() else [])
-        run(py + cmd, log, "base")
+        cmd += ["--checkpoint-every", "50"] + (["--resume"] if resume and checkpoint_path(out / "flux.safetensors").is_file() else []) + on_device
+        run(py + cmd, log, "base", device)
     if "addons" in stages:
         (out / "addons").mkdir(exist_ok=True)
         commands = {}
@@ -238,10 +250,10 @@ def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES
             extra += ["--set", "save_every_n_steps=100", "--set", "keep_last_n_checkpoints=2"] + (["--set", "resume_from=latest"] if resume else [])
             commands[f"addons/{name}"] = py + ["jointdit_trainer", "train", "--config", str(CONFIG)] + tset + extra
         if side_by_side:
-            run_side_by_side(commands, log, work / "logs")
+            run_side_by_side(commands, log, work / "logs", device)
         else:
             for key, cmd in commands.items():
-                run(cmd, log, key)
+                run(cmd, log, key, device)
         for name in VARIANTS:
             run_dir = work / "addons" / name
             for suffix in (".safetensors", ".json"):
@@ -262,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--side-by-side", action="store_true", help="train the three addon variants at once, one thread each (faster on a multi-core CPU)")
     p.add_argument("--resume", action="store_true", help="continue the base and addon runs from their last training state (after an interruption)")
+    p.add_argument("--device", default="auto", help="where the training stages run: auto (CUDA when present, else the CPU), cpu, cuda, ...")
     return p
 
 
@@ -314,7 +327,7 @@ def main(argv=None):
             print(f"cleared the files of an earlier run from {a.out}: {', '.join(removed)}")
     print(f"writing the model to {a.out}, work files to {a.work}" + (" (--quick: a smoke test, not a usable model)" if a.quick else ""))
     t0 = time.time()
-    result = recipe(a.out, a.work, a.quick, a.stages, a.seed, a.side_by_side, a.resume)
+    result = recipe(a.out, a.work, a.quick, a.stages, a.seed, a.side_by_side, a.resume, a.device)
     print(f"\nrecipe done in {time.time() - t0:.0f}s:")
     for key, item in result["log"].items():
         print(f"  {item['seconds']:>7.1f}s  {key}: {item['command']}")

@@ -23,6 +23,7 @@ from jointdit_core.images import model_to_uint8, uint8_to_model
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
 DEPTH_ESTIMATION_PROMPT = " "  # the official depth-estimation prompt
+MEMBER_SEED_STRIDE = 1000  # ensemble member k uses seed + 1000 k (depth_estimation adds the batch offset < 1000)
 
 
 @dataclass
@@ -30,7 +31,9 @@ class Stack:
     """A loaded model: ``model`` (JointDiT, eval, float32), ``ae``, ``text`` (trainer TextEncoders),
     ``asw_strength`` and ``guidance`` to sample with, ``depth_transform`` of the addons, ``variant``,
     ``manifest`` (model.json), ``cfg``: the classifier-free guidance scale of the captioned tasks (joint
-    generation, depth-to-image; model.json ``cfg``, 1.0 = off when absent)."""
+    generation, depth-to-image; model.json ``cfg``, 1.0 = off when absent); ``depth_steps`` and
+    ``depth_ensemble``: the Euler steps and ensemble size of depth estimation in the demo and
+    ``rgbd_world.evaluate`` (model.json ``depth_estimation``; the official 20 steps, one sample, when absent)."""
 
     model: torch.nn.Module
     ae: torch.nn.Module
@@ -41,6 +44,8 @@ class Stack:
     variant: str
     manifest: dict
     cfg: float = 1.0
+    depth_steps: int = 20
+    depth_ensemble: int = 1
 
     @property
     def latent_size(self) -> tuple[int, int]:
@@ -54,6 +59,13 @@ def read_manifest(model_dir: str | Path = DEFAULT_MODEL_DIR) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: build the model with python -m rgbd_world.recipe --out {model_dir}")
     return json.loads(path.read_text())
+
+
+def depth_settings(manifest: dict) -> tuple[int, int]:
+    """(Euler steps, ensemble size) of depth estimation from model.json's ``depth_estimation`` entry;
+    (20, 1), the official single 20-step sample, when it is absent."""
+    depth = manifest.get("depth_estimation", {})
+    return int(depth.get("steps", 20)), int(depth.get("ensemble", 1))
 
 
 def load_stack(model_dir: str | Path = DEFAULT_MODEL_DIR, variant: str | None = None, addon: str | Path | None = None, asw_strength: float = 1.0) -> Stack:
@@ -87,7 +99,8 @@ def load_stack(model_dir: str | Path = DEFAULT_MODEL_DIR, variant: str | None = 
     model, checkpoint = load_jointdit(model_dir / manifest["flux"], addon_path)
     ae = load_autoencoder(model_dir / manifest["ae"])
     text = load_text_encoders(model_dir / manifest["text"], t5_max_length=manifest["t5_max_length"])
-    return Stack(model, ae, text, float(asw_strength), float(manifest["guidance"]), checkpoint.depth_transform, name, manifest, float(manifest.get("cfg", 1.0)))
+    return Stack(model, ae, text, float(asw_strength), float(manifest["guidance"]), checkpoint.depth_transform, name, manifest,
+                 float(manifest.get("cfg", 1.0)), *depth_settings(manifest))
 
 
 @torch.no_grad()
@@ -111,12 +124,22 @@ def _generate(stack: Stack, prompts: list[str], task: str, steps: int, seed: int
     )
 
 
-def depth_estimation(stack: Stack, rgb: np.ndarray, steps: int = 20, seed: int = 0, batch: int = 50) -> np.ndarray:
+def depth_estimation(stack: Stack, rgb: np.ndarray, steps: int = 20, seed: int = 0, batch: int = 50, ensemble: int = 1) -> np.ndarray:
     """Depth from images: uint8 (N, H, W, 3) -> disparity float32 (N, H, W) in [0, 1], near = 1.
 
     The rgb branch holds the encoded image at t = 0, the depth branch is denoised from noise
-    (``seed`` + batch offset) over ``steps`` Euler steps with the official prompt " ".
+    (``seed`` + batch offset) over ``steps`` Euler steps with the official prompt " ". ``ensemble`` > 1:
+    that many samples per image, member k with seed ``seed + 1000 k`` (member 0 is the single run),
+    combined by :func:`jointdit_core.ensemble.ensemble_disparity` (joint scale/shift alignment, median;
+    Marigold's test-time ensembling). Raises ValueError for ``ensemble`` < 1.
     """
+    if ensemble < 1:
+        raise ValueError(f"ensemble must be at least 1 sample per image, got {ensemble}")
+    if ensemble > 1:
+        from jointdit_core.ensemble import ensemble_disparity
+
+        members = [depth_estimation(stack, rgb, steps, seed + MEMBER_SEED_STRIDE * k, batch) for k in range(ensemble)]
+        return ensemble_disparity(torch.from_numpy(np.stack(members))).disparity.numpy()
     out = []
     for i in range(0, len(rgb), batch):
         chunk = rgb[i : i + batch]

@@ -8,12 +8,13 @@ weights are random (seeded): nothing is pretrained, the base DiT learns to read 
 
     python -m rgbd_world.text --out DIR --clip-dim 64 --t5-dim 64 --seed 0
 
-writes DIR/clip and DIR/t5.
+writes DIR/clip and DIR/t5; ``python -m rgbd_world.text --vocabulary`` lists the words captions may use.
 """
 
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -30,6 +31,30 @@ def vocabulary() -> dict[str, int]:
     """Token -> id: the four special tokens, then the caption words (rgbd_world.scenes.VOCABULARY)."""
     words = list(SPECIAL_TOKENS) + [w for w in VOCABULARY if w not in SPECIAL_TOKENS]
     return {w: i for i, w in enumerate(words)}
+
+
+def caption_word_groups() -> list[tuple[str, list[str]]]:
+    """The caption vocabulary by role, (group name, words) in caption order: every word of
+    :func:`vocabulary` but the special tokens, each once (rgbd_world.scenes' grammar names them)."""
+    from .scenes import COLOURS, GROUND_TEXTURES, NUMBERS, OBJECT_TEXTURES, PLURAL, RELATIONS, SHAPES, SIZES
+
+    return [
+        ("colours", list(COLOURS)),
+        ("shapes", list(SHAPES)),
+        ("plural shapes (after two)", list(PLURAL.values())),
+        ("sizes", [s for s in SIZES if s]),
+        ("object textures", [t for t in OBJECT_TEXTURES if t]),
+        ("floors (... on a checkered floor)", list(GROUND_TEXTURES)),
+        ("relations", list(RELATIONS)),
+        ("counts", list(NUMBERS.values())),
+        ("other words", ["a", "an", "and", "on", "floor"]),
+    ]
+
+
+def vocabulary_markdown() -> str:
+    """The caption vocabulary as a Markdown list, one line per group of :func:`caption_word_groups`
+    (the README's list; ``python -m rgbd_world.text --vocabulary`` prints it)."""
+    return "\n".join(f"- {name}: {', '.join(words)}" for name, words in caption_word_groups())
 
 
 def build_tokenizer(kind: str, max_length: int | None = None):
@@ -145,18 +170,39 @@ def load_text_encoders(root: str | Path, t5_max_length: int | None = None, devic
             raise FileNotFoundError(f"{root / sub} is not a text-encoder folder; run python -m rgbd_world.text --out {root}")
     if t5_max_length is None:
         t5_max_length = AutoTokenizer.from_pretrained(str(root / "t5")).model_max_length
-    return TextEncoders(root / "clip", root / "t5", t5_max_length=t5_max_length, device=device, dtype=dtype)
+    with _no_transformers_progress_bars():
+        return TextEncoders(root / "clip", root / "t5", t5_max_length=t5_max_length, device=device, dtype=dtype)
+
+
+@contextmanager
+def _no_transformers_progress_bars():
+    """transformers' "Loading weights" bars off while our two tiny encoders load, then as they were."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="folder to write clip/ and t5/ into")
+    p.add_argument("--vocabulary", action="store_true", help="print the words captions may use (Markdown list) and exit")
     p.add_argument("--clip-dim", type=int, default=64, help="= Flux vec_in_dim")
     p.add_argument("--t5-dim", type=int, default=64, help="= Flux context_in_dim")
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    if a.vocabulary:
+        print(vocabulary_markdown())
+        return
+    if not a.out:
+        p.error("give --out DIR (or --vocabulary)")
     paths = build_text_encoders(a.out, a.clip_dim, a.t5_dim, a.seed, a.layers, a.heads)
     for k, v in paths.items():
         print(f"{k}: {v}")

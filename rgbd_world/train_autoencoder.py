@@ -38,6 +38,7 @@ from safetensors.torch import save_file
 
 from jointdit_core.autoencoder import AutoEncoder
 from jointdit_core.config import AutoEncoderConfig
+from jointdit_trainer.preprocess import resolve_device
 
 # ch_mult (2, 2, 2): 64 channels at every level, so every GroupNorm(32) sees 2 channels per group; with
 # (1, 2, 2) the decoder's last norm is a per-channel instance norm that erases absolute colour levels.
@@ -99,7 +100,7 @@ def cosine_lr(step: int, total: int, warmup: int, final_fraction: float = 0.1) -
 def save_trained(out: Path, state: dict, info: dict, **metadata: str) -> None:
     """Write trained weights ``out`` (safetensors, tensors as given, ``metadata`` in its header) and ``info`` as ``out.json``."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(out), metadata={"format": "pt", **metadata})
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(out), metadata={"format": "pt", **metadata})
     out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
 
 
@@ -157,11 +158,14 @@ def train_autoencoder(
     seed: int = 0,
     limit: int | None = None,
     log_every: int = 50,
+    device: str = "auto",
 ) -> Path:
     """Train on ``data`` (a make_dataset folder) and write ``out`` (.safetensors) + ``out`` .json.
 
     Each step takes ``batch`` scenes and trains on their rgb image and their depth map (2*batch images),
-    horizontally flipped at random. AdamW, warmup 5% then cosine decay to 10% of ``lr``.
+    horizontally flipped at random. AdamW, warmup 5% then cosine decay to 10% of ``lr``. ``device``: "auto"
+    (CUDA when present, else the CPU), "cpu", "cuda", ...; the random draws come from a CPU generator
+    either way, so batches and noise are the same on every device.
 
     Returns:
         the path of the written ``.safetensors``.
@@ -173,25 +177,26 @@ def train_autoencoder(
     rgb, disparity, stems = load_scene_arrays(data, limit)
     if rgb.shape[1] != config.resolution or rgb.shape[2] != config.resolution:
         raise ValueError(f"dataset images are {rgb.shape[2]}x{rgb.shape[1]}, the autoencoder config says {config.resolution}")
-    x_rgb, x_depth = to_model_images(rgb, disparity)
-    ae = AutoEncoder(config)
+    device = resolve_device(device)
+    x_rgb, x_depth = (x.to(device) for x in to_model_images(rgb, disparity))
+    ae = AutoEncoder(config).to(device)
     ae.train()
     opt = torch.optim.AdamW(ae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, warmup))
     gen = torch.Generator().manual_seed(seed)
     n = len(x_rgb)
-    print(f"autoencoder: {sum(p.numel() for p in ae.parameters()):,} parameters, {n} scenes, {steps} steps x {2 * batch} images")
+    print(f"autoencoder: {sum(p.numel() for p in ae.parameters()):,} parameters, {n} scenes, {steps} steps x {2 * batch} images, on {device}")
     t0 = time.time()
     history = []
     for step in range(steps):
-        idx = torch.randint(0, n, (batch,), generator=gen)
+        idx = torch.randint(0, n, (batch,), generator=gen).to(device)
         x = torch.cat([x_rgb[idx], x_depth[idx]])
-        flip = torch.rand(len(x), generator=gen) < 0.5
+        flip = (torch.rand(len(x), generator=gen) < 0.5).to(device)
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         mean, logvar = ae.encoder(x).chunk(2, dim=1)
         logvar = logvar.clamp(-30.0, 20.0)
-        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen).to(device)
         rec = ae.decoder(z)
         l1 = (rec - x).abs().mean()
         kl = kl_divergence(mean, logvar)
@@ -206,9 +211,9 @@ def train_autoencoder(
             print(f"step {step + 1}/{steps} l1 {l1.item():.4f} (rgb {rec_rgb:.4f}, depth {rec_depth:.4f}) kl {kl.item():.3f} {time.time() - t0:.0f}s", flush=True)
     train_seconds = time.time() - t0
     ae.eval()
-    stats_idx = torch.randperm(n, generator=gen)[: min(n, 256)]
+    stats_idx = torch.randperm(n, generator=gen)[: min(n, 256)].to(device)
     stats = fold_latent_scale(ae, torch.cat([x_rgb[stats_idx], x_depth[stats_idx]]))
-    held = torch.arange(max(0, n - 128), n)  # last scenes: error report (training data; the test split is never seen)
+    held = torch.arange(max(0, n - 128), n, device=device)  # last scenes: error report (training data; the test split is never seen)
     errors = reconstruction_errors(ae, x_rgb[held], x_depth[held])
     training = dict(scenes=n, steps=steps, batch_scenes=batch, lr=lr, kl_weight=kl_weight, chroma_weight=chroma_weight, seed=seed)
     training.update(seconds=round(train_seconds, 1), history=history)
@@ -219,13 +224,14 @@ def train_autoencoder(
 
 
 def training_parser(doc: str, steps: int, batch: int, lr: float, batch_help: str | None = None) -> argparse.ArgumentParser:
-    """The command-line options both trainers of the world share: --out, --steps, --batch, --lr, --seed."""
+    """The command-line options the world's trainers share: --out, --steps, --batch, --lr, --seed, --device."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output .safetensors (a .json of the same stem is written too)")
     p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--batch", type=int, default=batch, help=batch_help)
     p.add_argument("--lr", type=float, default=lr)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else the CPU), cpu, cuda, cuda:1, ...")
     return p
 
 
@@ -244,7 +250,7 @@ def main(argv=None):
     config = AutoEncoderConfig(
         resolution=a.resolution, ch=a.ch, ch_mult=tuple(int(c) for c in a.ch_mult.split(",")), num_res_blocks=a.res_blocks, z_channels=a.z_channels
     )
-    train_autoencoder(a.data, a.out, config, a.steps, a.batch, a.lr, a.kl_weight, a.chroma_weight, a.seed, a.limit)
+    train_autoencoder(a.data, a.out, config, a.steps, a.batch, a.lr, a.kl_weight, a.chroma_weight, a.seed, a.limit, device=a.device)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from jointdit_core.flux import Flux
 from jointdit_core.latents import image_ids, pack, text_ids, unpack
 from jointdit_core.sampler import plan_sampling
 from jointdit_core.schedules import flux_mu
+from jointdit_trainer.preprocess import resolve_device
 from jointdit_trainer.timesteps import shifted_logit_normal
 
 from .train_autoencoder import cosine_lr, save_trained, training_parser
@@ -145,15 +146,16 @@ def model_t5_length(model: Flux, text_root) -> int:
 
 
 def checkpoint_path(out: str | Path) -> Path:
-    """Where :func:`train_base` keeps the training state of ``out``: ``<stem>.checkpoint.safetensors`` beside it."""
+    """Where :func:`train_base` (and :mod:`rgbd_world.finetune_decoder`) keep the training state of ``out``:
+    ``<stem>.checkpoint.safetensors`` beside it."""
     out = Path(out)
     return out.with_name(out.stem + ".checkpoint.safetensors")
 
 
-def save_checkpoint(path: Path, model: Flux, opt: torch.optim.AdamW, gen: torch.Generator, progress: dict, settings: dict) -> None:
+def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.AdamW, gen: torch.Generator, progress: dict, settings: dict) -> None:
     """Write the training state atomically (a temporary file renamed over ``path``).
 
-    Tensors: ``model.<name>`` (float32 weights), the optimizer's tensor state as the trainer's checkpoints
+    Tensors: ``model.<name>`` (the weights of ``model``, the trained module), the optimizer's tensor state as the trainer's checkpoints
     store it (:func:`jointdit_trainer.checkpointing.optimizer_to_flat`), ``generator`` (uint8 state of the
     data/noise generator). Header, as JSON: ``progress`` (step, loss log, seconds), ``settings`` (what must
     match to resume) and ``optimizer`` (param groups and scalar state).
@@ -163,6 +165,7 @@ def save_checkpoint(path: Path, model: Flux, opt: torch.optim.AdamW, gen: torch.
     optimizer_tensors, optimizer_meta = optimizer_to_flat(opt.state_dict())
     state = {f"model.{k}": v.detach() for k, v in model.state_dict().items()}
     state.update(optimizer_tensors)
+    state = {k: v.cpu() for k, v in state.items()}
     state["generator"] = gen.get_state()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -171,7 +174,7 @@ def save_checkpoint(path: Path, model: Flux, opt: torch.optim.AdamW, gen: torch.
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model: Flux, opt: torch.optim.AdamW, gen: torch.Generator, settings: dict) -> dict:
+def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.AdamW, gen: torch.Generator, settings: dict) -> dict:
     """Restore a :func:`save_checkpoint` state into ``model``, ``opt`` and ``gen``; returns its progress dict.
 
     Raises:
@@ -208,8 +211,12 @@ def train_base(
     dtype: str = "bf16",
     checkpoint_every: int = 0,
     resume: bool = False,
+    device: str = "auto",
 ) -> Path:
     """Train the base on the cache and write ``out`` (+ ``.json``). Returns ``out``.
+
+    ``device``: "auto" (CUDA when present, else the CPU), "cpu", "cuda", ...; batches and noise come from a
+    CPU generator on every device (a checkpoint resumes on another device with the same draws).
 
     ``checkpoint_every`` > 0 writes the training state to :func:`checkpoint_path` every that many steps;
     ``resume`` continues from it (a run resumed any number of times gives the same weights as a straight
@@ -233,10 +240,13 @@ def train_base(
         raise FileNotFoundError(f"--resume: no checkpoint {ckpt}; start without --resume")
     if not resume and ckpt.is_file():
         raise FileExistsError(f"{ckpt} holds an unfinished run: continue it with --resume, or delete it to start over")
+    device = resolve_device(device)
+    x0_all, t5_all, pooled_all = x0_all.to(device), t5_all.to(device), pooled_all.to(device)
+    empty_t5, empty_pooled = data["empty_t5"].to(device), data["empty_pooled"].to(device)
     torch.manual_seed(seed)
-    model = Flux(config)
+    model = Flux(config).to(device)
     model.train()
-    print(f"base: {sum(p.numel() for p in model.parameters()):,} parameters, {n} cached scenes, {steps} steps x {batch}")
+    print(f"base: {sum(p.numel() for p in model.parameters()):,} parameters, {n} cached scenes, {steps} steps x {batch}, on {device}")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     warmup = max(1, steps // 20)
     gen = torch.Generator().manual_seed(seed)
@@ -247,19 +257,19 @@ def train_base(
         print(f"resumed from {ckpt} at step {progress['step']}")
     history, window = progress["history"], progress["window"]
     shift = timestep_shift(h, w)
-    ids, tids = image_ids(batch, h, w), text_ids(batch, t5_all.shape[1])
-    g = torch.full((batch,), GUIDANCE)
+    ids, tids = image_ids(batch, h, w).to(device), text_ids(batch, t5_all.shape[1]).to(device)
+    g = torch.full((batch,), GUIDANCE, device=device)
     t0 = time.time() - progress["seconds"]
     for step in range(progress["step"], steps):
         for group in opt.param_groups:
             group["lr"] = lr * cosine_lr(step, steps, warmup, final_fraction=0.05)
-        idx = torch.randint(0, n, (batch,), generator=gen)
+        idx = torch.randint(0, n, (batch,), generator=gen).to(device)
         x0, t5, pooled = x0_all[idx], t5_all[idx], pooled_all[idx]
-        drop = torch.rand(batch, generator=gen) < caption_dropout
-        t5 = torch.where(drop[:, None, None], data["empty_t5"][None], t5)
-        pooled = torch.where(drop[:, None], data["empty_pooled"][None], pooled)
-        t = shifted_logit_normal(batch, shift, gen)
-        noise = torch.randn(x0.shape, generator=gen)
+        drop = (torch.rand(batch, generator=gen) < caption_dropout).to(device)
+        t5 = torch.where(drop[:, None, None], empty_t5[None], t5)
+        pooled = torch.where(drop[:, None], empty_pooled[None], pooled)
+        t = shifted_logit_normal(batch, shift, gen).to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
         xt = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * noise
         pred = model(pack(xt), ids, t5, tids, t, pooled, g)
         loss = (unpack(pred, h, w) - (noise - x0)).pow(2).mean()
@@ -314,7 +324,7 @@ def main(argv=None):
         axes_dim=DEFAULT_CONFIG.axes_dim,
         guidance_embed=True,
     )
-    path = train_base(a.cache, a.out, config, a.steps, a.batch, a.lr, seed=a.seed, dtype=a.dtype, checkpoint_every=a.checkpoint_every, resume=a.resume)
+    path = train_base(a.cache, a.out, config, a.steps, a.batch, a.lr, seed=a.seed, dtype=a.dtype, checkpoint_every=a.checkpoint_every, resume=a.resume, device=a.device)
     if a.preview:
         from jointdit_core.checkpoint import load_flux_weights
 

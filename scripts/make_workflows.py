@@ -154,7 +154,7 @@ def _scaled_mask(first: int, mask) -> dict:
     }
 
 
-# Masks (issue 14): a LATENT's noise_mask (SetLatentNoiseMask, 1 = regenerate) is honoured per branch by JointSampler.
+# Masks: a LATENT's noise_mask (SetLatentNoiseMask, 1 = regenerate) is honoured per branch by JointSampler.
 WORKFLOWS["inpaint_rgbd"] = {  # repaint a region of a photo (paint the mask on Load Image) and get the matching depth
     **_common("a large potted plant"),
     **_photo(7),
@@ -212,7 +212,7 @@ WORKFLOWS["outpaint_rgbd"] = {
 }
 
 
-# 3D lifting (issue 13): the joint-generation and depth-estimation graphs, their image and depth map lifted to a
+# 3D lifting: the joint-generation and depth-estimation graphs, their image and depth map lifted to a
 # mesh + point cloud by "JointDiT RGB-D to 3D" and shown in ComfyUI's own Preview 3D (its model_file takes the
 # .glb path relative to the output folder, in every supported ComfyUI).
 def _with_3d(graph: dict, image_from: str, prefix: str) -> dict:

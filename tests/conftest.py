@@ -29,7 +29,7 @@ def trainer_key(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def golden():
-    """(tensors, meta) of tests/data/golden_tiny.* (copied from ../shared/reference)."""
+    """(tensors, meta) of tests/data/golden_tiny.* (the official reference, made by running the official model code)."""
     return load_file(str(DATA / "golden_tiny.safetensors")), json.loads((DATA / "golden_tiny.json").read_text())
 
 

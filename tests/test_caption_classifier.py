@@ -152,3 +152,11 @@ def test_roundtrip_only_scores_the_renders_and_the_autoencoder_without_sampling(
     result = E.evaluate_captions(count=3, roundtrip_only=True)
     assert set(result["caption_accuracy"]) == {"ground_truth", "ae_roundtrip"} and result["depth"] == {}
     assert "depth agreement" not in E.table(result) and "ground truth through the autoencoder" in E.table(result)
+
+
+def test_evaluate_captions_skip_depth_scores_the_generated_rows_without_depth():
+    from rgbd_world.evaluate_captions import evaluate_captions
+
+    result = evaluate_captions(count=2, steps=1, cfg=2.0, skip_depth=True)
+    assert list(result["caption_accuracy"]) == ["ground_truth", "ae_roundtrip", "joint_generation", "depth_to_image"]
+    assert result["depth"] == {} and "depth_estimation" not in result["seconds"] and result["settings"]["cfg"] == 2.0

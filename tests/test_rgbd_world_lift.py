@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from jointdit_core.lift3d import unproject
-from rgbd_world.lift_eval import point_error, scene_errors, write_demo_lifts
+from rgbd_world.lift_eval import point_error, scene_errors
+from rgbd_world.lift_world import write_demo_lifts
 from rgbd_world.render3d import orbit, render_mesh
 from rgbd_world.scenes import HFOV_DEG, scene, split_indices
 

@@ -1,6 +1,7 @@
 """The RGB-D world's small model stack: autoencoder scale folding, the recipe's stages in miniature,
 the shipped model (loads, estimates depth better than the trivial baseline), the demo."""
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -114,12 +115,41 @@ def test_shipped_model_estimates_depth_better_than_the_mean_depth_baseline():
     assert (ours < base).sum() >= 7
 
 
-def test_demo_writes_every_file_it_lists(tmp_path):
-    from rgbd_world.demo import run_demo
+def test_depth_estimation_ensembles_the_members_evaluate_ensemble_measures():
+    """ensemble=N combines the runs with seeds seed + 1000 k (the members rgbd_world.evaluate_ensemble scores);
+    N = 1 is the single run; model.json ``depth_estimation`` sets the stack's steps and ensemble size."""
+    from jointdit_core.ensemble import ensemble_disparity
 
-    summary = run_demo(tmp_path, SHIPPED, steps=2, count=2)
+    stack = S.load_stack(SHIPPED)
+    rgb = np.stack([s.rgb for s in S.held_out_scenes(2, start=600)])
+    members = [S.depth_estimation(stack, rgb, steps=2, seed=5 + 1000 * k) for k in range(2)]
+    assert np.array_equal(S.depth_estimation(stack, rgb, steps=2, seed=5, ensemble=1), members[0])
+    expected = ensemble_disparity(torch.from_numpy(np.stack(members))).disparity.numpy()
+    assert np.array_equal(S.depth_estimation(stack, rgb, steps=2, seed=5, ensemble=2), expected)
+    with pytest.raises(ValueError, match="at least 1"):
+        S.depth_estimation(stack, rgb, ensemble=0)
+    assert S.depth_settings({}) == (20, 1) and S.depth_settings({"depth_estimation": {"steps": 4, "ensemble": 3}}) == (4, 3)
+    assert (stack.depth_steps, stack.depth_ensemble) == S.depth_settings(stack.manifest)
+
+
+def test_demo_writes_every_file_it_lists(tmp_path, capsys):
+    import re
+
+    from rgbd_world.demo import closing_lines, main, run_demo
+
+    summary = run_demo(tmp_path, SHIPPED, steps=2, count=2, depth_steps=1, ensemble=2)
+    assert summary["depth_estimation_setting"] == {"steps": 1, "ensemble": 2}
     for name in summary["files"]:
         assert (tmp_path / name).is_file(), name
+    lines = closing_lines(summary, tmp_path)
+    assert lines[-1] == f"open {tmp_path / 'overview.png'}" and len(lines) <= 12
+    assert not any("00_input.png" in line for line in lines)  # a summary, not the file list
+    # --help lists the tasks in the overview's order, strongest first
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    helped = re.findall(r"^(\d)\. ([^:]+):", capsys.readouterr().out, re.M)
+    assert [name.lower() for _, name in helped] == [t.split(":")[0].split(". ", 1)[1].lower() for t in summary["overview"]]
+    assert helped[0][1] == "depth estimation" and helped[-1][1] == "joint generation"
     assert len(summary["depth_estimation"]["scenes"]) == 2
     assert summary["depth_estimation"]["mean"]["abs_rel"] >= 0
     assert (tmp_path / "joint_generation" / "00_depth_color.png").is_file()
@@ -196,6 +226,25 @@ def _tiny_cache(root: Path, n: int = 6) -> FluxConfig:
     return FluxConfig(in_channels=16, vec_in_dim=16, context_in_dim=16, hidden_size=64, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=(16, 24, 24))
 
 
+@contextlib.contextmanager
+def _interrupted_after_two_checkpoints(module):
+    """``module.save_checkpoint`` raises KeyboardInterrupt right after its first two writes (a run killed
+    there); yields the list of the steps it stopped at."""
+    save_checkpoint, interrupted = module.save_checkpoint, []
+
+    def stop_after_checkpoint(path, *args):
+        save_checkpoint(path, *args)
+        if len(interrupted) < 2:
+            interrupted.append(args[3]["step"])
+            raise KeyboardInterrupt
+
+    module.save_checkpoint = stop_after_checkpoint
+    try:
+        yield interrupted
+    finally:
+        module.save_checkpoint = save_checkpoint
+
+
 def test_train_base_resumed_in_segments_equals_a_straight_run(tmp_path):
     """Stopped after its checkpoint (in the warmup and again in the cosine decay) and resumed twice, the
     base ends bit for bit where a straight run ends: weights, AdamW moments, batches and noise restored."""
@@ -207,19 +256,9 @@ def test_train_base_resumed_in_segments_equals_a_straight_run(tmp_path):
     straight = train_base(tmp_path / "cache", tmp_path / "a" / "flux.safetensors", config, steps=12, batch=3, log_every=2, dtype="fp32")
 
     seg = tmp_path / "b" / "flux.safetensors"
-    interrupted = []
-
-    def stop_after_checkpoint(path, *args):
-        save_checkpoint(path, *args)
-        if len(interrupted) < 2:
-            interrupted.append(args[3]["step"])
-            raise KeyboardInterrupt
-
     import rgbd_world.train_base as TB
 
-    save_checkpoint = TB.save_checkpoint
-    TB.save_checkpoint = stop_after_checkpoint
-    try:
+    with _interrupted_after_two_checkpoints(TB) as interrupted:
         with pytest.raises(KeyboardInterrupt):
             train_base(tmp_path / "cache", seg, config, steps=12, batch=3, log_every=2, dtype="fp32", checkpoint_every=4)
         with pytest.raises(FileExistsError, match="--resume"):
@@ -229,8 +268,6 @@ def test_train_base_resumed_in_segments_equals_a_straight_run(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             train_base(tmp_path / "cache", seg, config, steps=12, batch=3, log_every=2, dtype="fp32", checkpoint_every=4, resume=True)
         train_base(tmp_path / "cache", seg, config, steps=12, batch=3, log_every=2, dtype="fp32", checkpoint_every=4, resume=True)
-    finally:
-        TB.save_checkpoint = save_checkpoint
     assert interrupted == [4, 8]
     a, b = load_file(str(straight)), load_file(str(seg))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -263,6 +300,37 @@ def test_decoder_finetune_keeps_the_encoder_and_lowers_the_reconstruction_error(
     with pytest.raises(ValueError, match="trained at 32"):
         write_dataset(tmp_path / "big", "train", count=1, size=64, progress=False)
         finetune_decoder(tmp_path / "big", source, tmp_path / "x.safetensors", steps=1)
+
+
+def test_decoder_finetune_resumed_in_segments_equals_a_straight_run(tmp_path):
+    """Killed after its checkpoints and resumed twice, the decoder fine-tune writes the same autoencoder bit for bit."""
+    from safetensors.torch import load_file
+
+    import rgbd_world.finetune_decoder as FD
+    from rgbd_world.dataset import write_dataset
+    from rgbd_world.train_autoencoder import train_autoencoder
+    from rgbd_world.train_base import checkpoint_path
+
+    write_dataset(tmp_path / "data", "train", count=4, size=32, progress=False)
+    source = train_autoencoder(tmp_path / "data", tmp_path / "ae.safetensors", TINY_AE, steps=2, batch=2, log_every=100)
+    run = lambda out, **kw: FD.finetune_decoder(tmp_path / "data", source, out, steps=9, batch=2, log_every=2, **kw)  # noqa: E731
+    straight = run(tmp_path / "a" / "ae.safetensors")
+    seg = tmp_path / "b" / "ae.safetensors"
+    with _interrupted_after_two_checkpoints(FD) as interrupted:
+        for resume in (False, True):
+            with pytest.raises(KeyboardInterrupt):
+                run(seg, checkpoint_every=3, resume=resume)
+        with pytest.raises(FileExistsError, match="--resume"):
+            run(seg, checkpoint_every=3)
+        run(seg, checkpoint_every=3, resume=True)
+    assert interrupted == [3, 6]
+    a, b = load_file(str(straight)), load_file(str(seg))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not checkpoint_path(seg).exists()
+    history = lambda p: json.loads(p.with_suffix(".json").read_text())["decoder_finetune"]["history"]  # noqa: E731
+    assert history(seg) == history(straight) and [h["step"] for h in history(seg)] == [1, 2, 4, 6, 8]
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        run(seg, resume=True)
 
 
 def test_captioned_tasks_sample_with_the_manifests_cfg(tmp_path):

@@ -61,3 +61,32 @@ def test_bad_sizes_are_refused(tmp_path):
         build_text_encoders(tmp_path, clip_dim=33, t5_dim=48)
     with pytest.raises(FileNotFoundError, match="rgbd_world.text"):
         load_text_encoders(tmp_path / "missing")
+
+
+def test_caption_word_groups_hold_exactly_the_words_of_the_tokenizer():
+    from rgbd_world.text import SPECIAL_TOKENS, caption_word_groups
+
+    words = [w for _, group in caption_word_groups() for phrase in group for w in phrase.split()]
+    assert sorted(set(words)) == sorted(set(vocabulary()) - set(SPECIAL_TOKENS))
+
+
+def test_readme_lists_the_caption_vocabulary_of_the_code():
+    from pathlib import Path
+
+    from rgbd_world.text import vocabulary_markdown
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert vocabulary_markdown() in readme, "README.md's caption vocabulary differs from the code: paste `python -m rgbd_world.text --vocabulary`"
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_loading_shows_no_transformers_progress_bars_and_restores_the_setting(encoders_dir, capfd, enabled_before):
+    from transformers.utils import logging as hf_logging
+
+    (hf_logging.enable_progress_bar if enabled_before else hf_logging.disable_progress_bar)()
+    try:
+        load_text_encoders(encoders_dir / "a")
+        assert hf_logging.is_progress_bar_enabled() == enabled_before
+    finally:
+        hf_logging.enable_progress_bar()
+    assert "Loading weights" not in capfd.readouterr().err

@@ -1,4 +1,4 @@
-"""Trainer faults (issue 11 items 5-7): damaged checkpoints, non-finite losses and weights, two runs on one
+"""Trainer faults: damaged checkpoints, non-finite losses and weights, two runs on one
 folder, and accelerate states the trainer did not write."""
 
 import json

@@ -1,4 +1,4 @@
-"""The RGB-D world recipe's command line as a newcomer meets it (issue 11 item 8): a smoke run never touches
+"""The RGB-D world recipe's command line as a newcomer meets it: a smoke run never touches
 the shipped model, bad options are usage errors, old files are cleared or refused."""
 
 import subprocess
@@ -67,7 +67,7 @@ def test_resume_continues_the_base_and_the_addon_runs_instead_of_restarting_them
     out, work = tmp_path / "model", tmp_path / "work"
     commands = []
 
-    def fake_run(cmd, log, key):
+    def fake_run(cmd, log, key, device="auto"):
         commands.append(cmd)
         if "train" in cmd and "jointdit_trainer" in cmd:
             run_dir = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("output_dir=")))
@@ -96,3 +96,30 @@ def test_resume_continues_the_base_and_the_addon_runs_instead_of_restarting_them
     assert "--resume" in base and len(addons) == 3
     assert all("resume_from=latest" in c for c in addons) and left_over.is_dir()
     assert "flux.checkpoint.safetensors" in recipe.OUT_FILES  # not refused as foreign, cleared by a fresh full run
+
+
+def test_device_reaches_every_training_stage(tmp_path, monkeypatch):
+    """--device cpu: the autoencoder and the base get --device, the cache preprocess_device, and the addon runs
+    an environment that keeps accelerate on the CPU; the default (auto) adds nothing to the commands."""
+    seen = {}
+
+    def fake_run(cmd, log, key, device="auto"):
+        seen[key] = (cmd, recipe._stage_env(device=device))
+        if key.startswith("addons/"):
+            run_dir = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("output_dir=")))
+            (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+            for suffix in (".safetensors", ".json"):
+                (run_dir / f"jointdit_addons{suffix}").write_text("{}")
+            (run_dir / "logs" / "train_log.jsonl").write_text('{"step": 1, "loss": 1, "loss_rgb": 1, "loss_depth": 1}\n')
+        return 0.0
+
+    monkeypatch.setattr(recipe, "run", fake_run)
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    for device in ("cpu", "auto"):
+        seen.clear()
+        recipe.recipe(tmp_path / device / "model", tmp_path / device / "work", quick=True, stages=("ae", "cache", "base", "addons"), device=device)
+        assert set(seen) == {"ae", "cache", "base", "addons/uts_asw", "addons/same_timestep", "addons/asw_off"}
+        on_cpu = device == "cpu"
+        assert all((cmd[-2:] == ["--device", "cpu"]) == on_cpu for key, (cmd, _) in seen.items() if key in ("ae", "base"))
+        assert ("preprocess_device=cpu" in seen["cache"][0]) == on_cpu
+        assert all((env.get("ACCELERATE_USE_CPU") == "1") == on_cpu for key, (_, env) in seen.items() if key.startswith("addons/"))
