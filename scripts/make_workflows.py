@@ -464,9 +464,11 @@ def _note_height(note: str, width: int) -> int:
     return 50 + 18 * lines
 
 
-def _fit_view(nodes: list[dict], screen=(1780, 900), margin=(70, 110)) -> dict:
+def _fit_view(nodes: list[dict], screen=(1500, 880), margin=(70, 110)) -> dict:
     """The canvas view (``extra.ds``) that shows the whole graph on a 1920x1080 browser window, results included
-    (screen position = (canvas position + offset) * scale; ``margin`` keeps clear of the frontend's side and top bars)."""
+    (screen position = (canvas position + offset) * scale; ``margin`` keeps clear of the frontend's side and top
+    bars, ``screen`` of the minimap in the bottom right corner). Frontends that fit a template to the window
+    themselves (1.48) ignore it; older ones (1.27) open the template with it."""
     right = max(n["pos"][0] + n["size"][0] for n in nodes)
     bottom = max(n["pos"][1] + n["size"][1] for n in nodes)
     scale = round(max(0.6, min(1.0, screen[0] / right, screen[1] / bottom)), 3)  # below ~0.58 the frontend hides text
