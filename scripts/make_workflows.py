@@ -46,14 +46,12 @@ OUTPUT_NODES = {"SaveImage", "PreviewImage", "Preview3D", "JointDiTSaveDepth"}
 SAMPLE_SPARSE_DEPTH = "jointdit_sparse_depth.png"  # written into ComfyUI's input folder by the pack (jointdit_core.depth_files)
 
 NOTE = """## Model files
-A missing file gets a Download button in the Errors panel.
+A missing file gets a Download button in the Errors panel. Latent previews: start ComfyUI with --preview-method auto.
 
 - **diffusion_models**: [flux1-dev](https://huggingface.co/black-forest-labs/FLUX.1-dev) (gated: accept its license first)
 - **vae**: [ae](https://huggingface.co/black-forest-labs/FLUX.1-dev)
 - **text_encoders**: [clip_l, t5xxl_fp16](https://huggingface.co/comfyanonymous/flux_text_encoders)
-- **jointdit**: [jointdit.safetensors](https://huggingface.co/byungki-kwon/JointDiT); its .json sidecar is optional (without it the official settings apply; another addon name: pick it in *Load JointDiT*)
-
-Latent previews: start ComfyUI with --preview-method auto.
+- **jointdit**: [jointdit.safetensors](https://huggingface.co/byungki-kwon/JointDiT); its .json sidecar is optional (none: the official settings; another addon: pick it in *Load JointDiT*)
 
 ## This workflow
 """
@@ -322,8 +320,9 @@ NODE_WIDTH, GAP = 260, 40
 ROW_GAP = 50  # between nodes of a column: the title bar (30 px above pos) and the node badges (20 px) clear the node above
 OUTPUT_SIZE = [340, 400]  # room for a 512x512 result below the widgets: an output node never needs to grow
 NOTE_MIN_WIDTH = 300
-FIXED_SIZE = {"LoadImage": [NODE_WIDTH, 360], "JointDiTLoadDepth": [NODE_WIDTH, 370]}  # nodes that show their input picture
-PREVIEW_ROOM = {"JointSampler": 150}  # below the widgets: the latent preview shown while sampling
+FIXED_SIZE = {"LoadImage": [NODE_WIDTH, 360], "JointDiTLoadDepth": [NODE_WIDTH, 410]}  # nodes that show their input picture
+BADGE_ROW = 20  # the Nodes 2.0 rendering draws a pack node's source badge in a row of its own, at the bottom
+PREVIEW_ROOM = {"JointSampler": 120}  # below the widgets: the latent preview shown while sampling
 # Where the nodes stand: per workflow, columns of node ids (top to bottom), left to right, then the output nodes
 # (Save / Preview Image, Preview 3D) in columns right of them, each large enough for its result so that nothing
 # grows after a run ("output_size" for wide results). The note goes where it adds the least height.
@@ -362,7 +361,8 @@ def _node_size(node: dict, info: dict) -> list[int]:
     sockets = sum(1 for _, spec, _ in specs if not _is_widget(spec))
     text_boxes = sum(1 for _, spec, _ in specs if _is_widget(spec) and len(spec) > 1 and spec[1].get("multiline"))
     height = 30 + 20 * max(sockets, len(info["output"])) + 24 * len(widget_values(info, node["inputs"])) + 48 * text_boxes
-    return [NODE_WIDTH, height + PREVIEW_ROOM.get(node["class_type"], 0)]
+    badge = BADGE_ROW if info.get("python_module", "").startswith("custom_nodes.") else 0
+    return [NODE_WIDTH, height + PREVIEW_ROOM.get(node["class_type"], 0) + badge]
 
 
 def _layout(name: str, graph: dict, object_info: dict, note_text: str) -> tuple[dict[str, tuple[list, list]], tuple[list, list]]:
