@@ -457,11 +457,11 @@ def to_ui(graph: dict, object_info: dict, name: str) -> dict:
 
 
 def _note_height(note: str, width: int) -> int:
-    """Height of the note's node of ``width`` px: about 18 px a rendered line (5 px a character), a long line wrapped."""
+    """Height of the note's node of ``width`` px: about 19 px a rendered line (5 px a character; Nodes 2.0 spaces lines more), a long line wrapped."""
     chars_per_line = max(20, (width - 40) // 5)
     shown = re.sub(r"\[([^]]*)\]\([^)]*\)", r"\1", note)  # a link shows its text
     lines = sum(max(1, -(-len(line) // chars_per_line)) for line in shown.splitlines())
-    return 50 + 18 * lines
+    return 60 + 19 * lines
 
 
 def _fit_view(nodes: list[dict], screen=(1500, 880), margin=(70, 110)) -> dict:
