@@ -270,3 +270,32 @@ def read_depth(path: str | Path, zero_is_missing: bool = False) -> DepthFile:
     if not valid.any():
         raise ValueError(f"{path.name} has no finite depth value" + (" other than 0 (zero_is_missing is on)" if zero_is_missing else ""))
     return DepthFile(np.where(valid, values, 0).astype(np.float32), valid, source)
+
+
+SAMPLE_SPARSE_DEPTH = "jointdit_sparse_depth.png"  # the depth-completion workflow's default file in ComfyUI's input folder
+
+
+def sample_sparse_depth(size: int = 512, fraction: float = 0.05) -> np.ndarray:
+    """A sparse disparity map of a ground plane seen level: near (bright) at the bottom, far at the top.
+
+    About ``fraction`` of the pixels, scattered (a fixed random pattern, so that any resize keeps samples,
+    unlike scanlines), hold the plane's disparity; the others are 0 (= missing, the LiDAR PNG convention).
+
+    Returns:
+        (size, size) float32 in [0, 1]: 0 where missing, else the disparity of the plane, 0.05 (top) .. 1 (bottom).
+    """
+    disparity = np.linspace(0.05, 1.0, size, dtype=np.float32)[:, None].repeat(size, axis=1)
+    measured = np.random.default_rng(0).random((size, size)) < fraction
+    return np.where(measured, disparity, np.float32(0))
+
+
+def provide_sample_sparse_depth(folder: str | Path) -> Path | None:
+    """Write :func:`sample_sparse_depth` as ``folder/SAMPLE_SPARSE_DEPTH`` (16-bit PNG) unless a file of that name exists.
+
+    Returns the path written, or None if the file was already there (a user's own file is never replaced).
+    """
+    path = Path(folder) / SAMPLE_SPARSE_DEPTH
+    if path.exists():
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_depth(path, sample_sparse_depth(), "png16")

@@ -14,6 +14,12 @@ trimesh is missing, and the 3D node then says how to install it.
   (``KHR_materials_unlit``, as ComfyUI's own SaveGLB writes vertex-coloured meshes): the colours are
   photographs that already hold their lighting, and a mesh without a material would get glTF's default
   fully metallic one, which renders nearly black without an environment map.
+
+  The vertices stay in the camera frame; the glTF node that holds them turns and moves them for viewing
+  (:func:`viewer_pose`): ComfyUI's Preview 3D (every release) frames a model's bounding box from a camera
+  on the +x +z diagonal, above it, so the mesh, turned 45 degrees about the vertical and standing on the
+  ground plane at the origin, shows its front (the photo's view) in the middle of the view. A viewer that
+  applies node transforms shows the same; the ``.ply`` keeps the camera frame.
 """
 
 from __future__ import annotations
@@ -103,8 +109,30 @@ def _unlit(glb: bytes) -> bytes:
     return struct.pack("<4sII", b"glTF", 2, 12 + 8 + len(text) + len(rest)) + struct.pack("<II", len(text), 0x4E4F534A) + text + rest
 
 
+VIEWER_YAW_DEGREES = 45.0  # Preview 3D's default camera stands on the +x +z diagonal (frontend 1.27 .. 1.48)
+
+
+def viewer_pose(points: np.ndarray) -> np.ndarray:
+    """(4, 4) float64 transform that turns camera-frame ``points`` (N, 3) to face ComfyUI's Preview 3D camera.
+
+    Centres the bounding box on the vertical axis, puts its lowest point on the ground plane (y = 0, where
+    the viewer draws its grid), then turns it ``VIEWER_YAW_DEGREES`` about y, so that the photo's viewing
+    direction (+z of the camera frame) points at the viewer's default camera on the +x +z diagonal. No scaling:
+    the units stay those of near / far.
+    """
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    move = np.eye(4)
+    move[:3, 3] = [-(lo[0] + hi[0]) / 2, -lo[1], -(lo[2] + hi[2]) / 2]
+    a = np.radians(VIEWER_YAW_DEGREES)
+    turn = np.eye(4)
+    turn[[0, 0, 2, 2], [0, 2, 0, 2]] = [np.cos(a), np.sin(a), -np.sin(a), np.cos(a)]
+    return turn @ move
+
+
 def save_glb(path: str | Path, lifted: LiftedRGBD, content: str = "mesh", texture: bool = False) -> Path:
     """Write a ``.glb``: the mesh, the points, or both (``content`` in GLB_CONTENTS); returns the path.
+
+    The vertices are those of ``lifted`` (camera frame); their glTF node carries :func:`viewer_pose`.
 
     Raises:
         ValueError: an unknown ``content``, or a mesh without triangles (say what to change).
@@ -127,10 +155,11 @@ def save_glb(path: str | Path, lifted: LiftedRGBD, content: str = "mesh", textur
         )
     trimesh = require_trimesh()
     scene = trimesh.Scene()
+    pose = viewer_pose(lifted.points)
     if "mesh" in content:
-        scene.add_geometry(to_mesh(lifted, texture), geom_name="mesh")
+        scene.add_geometry(to_mesh(lifted, texture), geom_name="mesh", transform=pose)
     if "points" in content:
-        scene.add_geometry(to_point_cloud(lifted), geom_name="points")
+        scene.add_geometry(to_point_cloud(lifted), geom_name="points", transform=pose)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(_unlit(scene.export(file_type="glb")))

@@ -56,7 +56,7 @@ def addon_path(name: str) -> str:
     if path is None:
         raise FileNotFoundError(
             f"JointDiT addon {name!r} not found in {addon_folders()}; put "
-            "jointdit_addons.safetensors (and its .json) into models/jointdit"
+            "jointdit.safetensors (the official download; its .json sidecar is optional) into models/jointdit"
         )
     return path
 

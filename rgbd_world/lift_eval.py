@@ -129,7 +129,6 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the result as JSON here")
     p.add_argument("--figure", default=None, help="also render the README picture (PNG) here")
-    p.add_argument("--thumbnails", default=None, help="with --figure: also write the 3D workflows' template cards into this folder")
     a = p.parse_args(argv)
     result = evaluate_lifting(a.model, a.count, a.steps, a.seed) if a.count > 0 else None
     if result is not None:
@@ -143,7 +142,7 @@ def main(argv=None):
     if a.figure:
         from .lift_figure import make_figure
 
-        make_figure(a.figure, a.model, steps=a.steps, seed=a.seed, thumbnails=a.thumbnails)
+        make_figure(a.figure, a.model, steps=a.steps, seed=a.seed)
         print(f"wrote {a.figure}")
 
 

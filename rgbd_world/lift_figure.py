@@ -1,6 +1,6 @@
 """The README's picture of 3D lifting: RGB-D pairs of the world lifted to meshes, seen from a new viewpoint.
 
-    python -m rgbd_world.lift_eval --count 0 --figure docs/lift3d.png --thumbnails example_workflows
+    python -m rgbd_world.lift_eval --count 0 --figure docs/lift3d.png
 
 Rows: a held-out test scene's exact pair, the model's depth estimate of the same image, a joint-generation
 pair. Columns: image, disparity (colour: near = yellow), the lifted mesh rendered 35 degrees to the side
@@ -30,13 +30,8 @@ def _tile(x: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(x).resize((TILE, TILE), Image.NEAREST))
 
 
-def make_figure(path: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: int = 20, seed: int = 0, thumbnails: str | Path | None = None) -> Path:
-    """Render the picture (3 rows x 3 tiles, labelled) to ``path`` (PNG, 256-colour palette); returns the path.
-
-    With ``thumbnails`` (a folder, e.g. ``example_workflows``) also the template cards of the 3D workflows:
-    ``joint_generation_3d.jpg`` and ``depth_estimation_3d.jpg`` (400x400: image and disparity left, the lifted
-    mesh from two sides right).
-    """
+def make_figure(path: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: int = 20, seed: int = 0) -> Path:
+    """Render the picture (3 rows x 3 tiles, labelled) to ``path`` (PNG, 256-colour palette); returns the path."""
     from .dataset import normalized_disparity
 
     stack = load_stack(model_dir)
@@ -60,10 +55,4 @@ def make_figure(path: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, ste
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.quantize(256).save(path, optimize=True)
-    if thumbnails is not None:
-        for name, (_, image, disp, near) in (("depth_estimation_3d", rows[1]), ("joint_generation_3d", rows[2])):
-            colours = np.round(colorize(torch.from_numpy(np.asarray(disp, np.float64)), "viridis").numpy() * 255).astype(np.uint8)
-            grid = np.concatenate([np.concatenate([_tile(image), new_view(image, disp, near, FAR, 35.0)], 1),
-                                   np.concatenate([_tile(colours), new_view(image, disp, near, FAR, -35.0)], 1)], 0)
-            Image.fromarray(grid).resize((400, 400), Image.BICUBIC).save(Path(thumbnails) / f"{name}.jpg", quality=85)
     return path

@@ -186,6 +186,24 @@ def test_glb_loads_back_with_its_vertices_faces_and_colours(tmp_path, lifted, co
         assert np.array_equal(np.asarray(cloud.colors)[:, :3], lifted.colors)
 
 
+def test_glb_stands_on_the_ground_facing_the_3d_preview_camera(tmp_path, lifted):
+    trimesh = pytest.importorskip("trimesh")
+    from jointdit_core.export3d import save_glb
+
+    scene = trimesh.load(save_glb(tmp_path / "posed.glb", lifted, content="mesh+points"), process=False)
+    for name in scene.graph.nodes_geometry:  # mesh and points share one pose
+        pose, _ = scene.graph[name]
+        world = trimesh.transform_points(lifted.points, pose)
+        lo, hi = world.min(axis=0), world.max(axis=0)
+        assert np.isclose(lo[1], 0, atol=1e-5)  # on the viewer's ground grid
+        turned_back = trimesh.transform_points(world, trimesh.transformations.rotation_matrix(np.radians(-45), [0, 1, 0]))
+        centre = (turned_back.min(axis=0) + turned_back.max(axis=0)) / 2
+        assert np.allclose(centre[[0, 2]], 0, atol=1e-5)  # the bounding box centred on the vertical axis
+        toward_camera = pose[:3, :3] @ np.array([0.0, 0.0, 1.0])  # the photo's viewing direction, reversed
+        assert np.allclose(toward_camera, [np.sqrt(0.5), 0, np.sqrt(0.5)])  # Preview 3D's camera: the +x +z diagonal
+        assert np.allclose(np.linalg.det(pose[:3, :3]), 1)  # a rotation: no scaling, no mirroring
+
+
 def test_glb_materials_are_unlit_and_not_metallic(tmp_path, lifted):
     pytest.importorskip("trimesh")
     import json

@@ -17,8 +17,19 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = "comfyui_jointdit_plain"
-WORKFLOWS = ("joint_generation", "depth_estimation", "depth_to_image")
-OFFICIAL_FILES = {"flux1-dev.safetensors", "ae.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors", "jointdit_addons.safetensors"}
+TASK_WORKFLOWS = ("joint_generation", "depth_estimation", "depth_to_image")  # one per sampler task
+OFFICIAL_FILES = {"flux1-dev.safetensors", "ae.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors", "jointdit.safetensors"}
+
+
+def _make_workflows():
+    spec = importlib.util.spec_from_file_location("make_workflows", ROOT / "scripts" / "make_workflows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MAKE = _make_workflows()
+WORKFLOWS = tuple(MAKE.WORKFLOWS)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +114,7 @@ def _load(path: Path) -> dict:
 def test_ui_and_api_workflows_describe_the_same_graph(name):
     api = _load(ROOT / "workflows" / "api" / f"{name}.json")
     ui = _load(ROOT / "workflows" / "ui" / f"{name}.json")
-    assert _load(ROOT / "example_workflows" / f"{name}.json") == ui
+    assert _load(ROOT / "example_workflows" / f"{MAKE.TEMPLATES[name]}.json") == ui
     notes = [n for n in ui["nodes"] if n["type"] == "MarkdownNote"]
     assert len(notes) == 1 and "huggingface.co" in notes[0]["widgets_values"][0]  # where the model files come from
     nodes = {str(n["id"]): n for n in ui["nodes"] if n["type"] != "MarkdownNote"}
@@ -112,7 +123,7 @@ def test_ui_and_api_workflows_describe_the_same_graph(name):
     ui_links = set()
     for link_id, source, slot, target, target_slot, kind in ui["links"]:
         entry = nodes[str(target)]["inputs"][target_slot]
-        assert entry["link"] == link_id and entry["type"] == kind
+        assert entry["link"] == link_id and kind in entry["type"].split(",")  # an input may take several types
         assert link_id in nodes[str(source)]["outputs"][slot]["links"]
         ui_links.add((str(target), entry["name"], (str(source), slot)))
     assert ui_links == api_links
@@ -130,8 +141,27 @@ def test_workflows_use_the_official_files_and_the_pack_nodes():
             used |= {v for v in node["inputs"].values() if isinstance(v, str) and v.endswith(".safetensors")}
     assert used == OFFICIAL_FILES
     assert {"LoadJointDiT", "JointSampler", "EncodeDepth", "DecodeDepth", "UNETLoader", "DualCLIPLoader", "VAELoader"} <= types
-    tasks = {n["inputs"]["task"] for w in WORKFLOWS for n in _load(ROOT / "workflows" / "api" / f"{w}.json").values() if n["class_type"] == "JointSampler"}
-    assert tasks == set(WORKFLOWS)
+    tasks = {n["inputs"]["task"] for w in TASK_WORKFLOWS for n in _load(ROOT / "workflows" / "api" / f"{w}.json").values() if n["class_type"] == "JointSampler"}
+    assert tasks == set(TASK_WORKFLOWS)
+
+
+LOADER_FOLDERS = {"UNETLoader": "diffusion_models", "DualCLIPLoader": "text_encoders", "VAELoader": "vae", "LoadJointDiT": "jointdit"}
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_every_loader_of_every_ui_workflow_carries_its_download(name):
+    """The frontend's Errors panel offers a Download button for a missing file only from ``properties.models``."""
+    loaders = [n for n in _load(ROOT / "workflows" / "ui" / f"{name}.json")["nodes"] if n["type"] in LOADER_FOLDERS]
+    assert {n["type"] for n in loaders} == set(LOADER_FOLDERS)
+    for node in loaders:
+        files = [v for v in node["widgets_values"] if isinstance(v, str) and v.endswith(".safetensors")]
+        models = {m["name"]: m for m in node["properties"].get("models", [])}
+        assert files and set(models) == set(files), (name, node["type"], files, models)
+        for model in models.values():  # the frontend downloads only from these hosts and file types
+            assert model["url"].startswith("https://huggingface.co/") and "/resolve/" in model["url"] and model["url"].endswith("/" + model["name"]), model
+            assert model["directory"] == LOADER_FOLDERS[node["type"]]
+    addon = next(n for n in loaders if n["type"] == "LoadJointDiT")["properties"]["models"]
+    assert addon == [{"name": "jointdit.safetensors", "url": "https://huggingface.co/byungki-kwon/JointDiT/resolve/main/jointdit.safetensors", "directory": "jointdit"}]
 
 
 def _overlaps(a: dict, b: dict) -> bool:
@@ -140,23 +170,54 @@ def _overlaps(a: dict, b: dict) -> bool:
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
-def test_ui_workflows_leave_room_for_results_and_carry_model_downloads(name):
+def test_ui_workflows_are_compact_and_leave_room_for_titles_badges_and_results(name):
     ui = _load(ROOT / "workflows" / "ui" / f"{name}.json")
     nodes = ui["nodes"]
-    for i, a in enumerate(nodes):  # no two nodes overlap (the frontend draws titles 30 px above pos)
+    right = max(n["pos"][0] + n["size"][0] for n in nodes)
+    bottom = max(n["pos"][1] + n["size"][1] for n in nodes)
+    assert right <= MAKE.MAX_WIDTH and bottom <= MAKE.MAX_HEIGHT, (name, right, bottom)  # readable at the zoom a template opens at
+    grown = lambda n: {"pos": [n["pos"][0], n["pos"][1] - 50], "size": [n["size"][0], n["size"][1] + 50]}  # noqa: E731
+    for i, a in enumerate(nodes):  # no two nodes overlap, nor a node's title bar (30 px) and badges (20 px) above it
         for b in nodes[i + 1 :]:
-            grown = lambda n: {"pos": [n["pos"][0], n["pos"][1] - 30], "size": [n["size"][0], n["size"][1] + 30]}  # noqa: E731
             assert not _overlaps(grown(a), grown(b)), (name, a["title"], b["title"])
-    outputs = [n for n in nodes if n["type"] in ("SaveImage", "PreviewImage")]
+    for node in nodes:  # a title fits the node (about 7 px a character at the title font, 60 px for the badge)
+        assert 7 * len(node["title"]) + 60 <= node["size"][0], (name, node["title"])
+    outputs = [n for n in nodes if n["type"] in ("SaveImage", "PreviewImage", "Preview3D")]
     assert outputs
     for out in outputs:  # an output node grows downwards when it shows an image: nothing may stand below it
-        assert out["size"][0] >= 400 and out["size"][1] >= 450  # a 512x512 result shows at 400x400
-        below = [n for n in nodes if n is not out and n["pos"][1] > out["pos"][1] and n["pos"][0] < out["pos"][0] + out["size"][0] and out["pos"][0] < n["pos"][0] + n["size"][0]]
+        assert out["size"][0] >= 340 and out["size"][1] >= 300
+        below = [n for n in nodes if n is not out and n["pos"][1] > out["pos"][1] and n["pos"][0] < out["pos"][0] + out["size"][0]
+                 and out["pos"][0] < n["pos"][0] + n["size"][0] and n["type"] not in ("SaveImage", "PreviewImage", "Preview3D", "MarkdownNote")]
         assert not below, (name, out["title"], [n["title"] for n in below])
-    models = {m["name"]: m for n in nodes for m in n["properties"].get("models", [])}
-    assert set(models) == OFFICIAL_FILES - {"jointdit_addons.safetensors"}
-    assert all(m["url"].startswith("https://huggingface.co/") and m["url"].endswith("/" + m["name"]) for m in models.values())
-    assert (ROOT / "example_workflows" / f"{name}.jpg").is_file()  # the template card's thumbnail
+    note = next(n for n in nodes if n["type"] == "MarkdownNote")["widgets_values"][0]
+    assert "`" not in note  # inline code is blue on blue in the Nodes 2.0 rendering
+    assert "jointdit.safetensors" in note and "optional" in note
+
+
+def test_templates_have_readable_titles_in_reading_order_and_thumbnails():
+    names = [MAKE.TEMPLATES[name] for name in WORKFLOWS]
+    assert sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json")) == sorted(names)
+    assert sorted(names) == [MAKE.TEMPLATES[n] for n in MAKE.TEMPLATES]  # A to Z is the reading order
+    for title in names:
+        assert "_" not in title and title.startswith("JointDiT ")  # the frontend shows the file name as the title
+        assert (ROOT / "example_workflows" / f"{title}.jpg").is_file()  # the template card's thumbnail
+
+
+def test_depth_completion_opens_with_the_sample_the_pack_writes_into_the_input_folder(tmp_path):
+    from jointdit_core.depth_files import SAMPLE_SPARSE_DEPTH, provide_sample_sparse_depth, read_depth
+
+    api = _load(ROOT / "workflows" / "api" / "depth_completion.json")
+    load = next(n for n in api.values() if n["class_type"] == "JointDiTLoadDepth")
+    assert load["inputs"]["file"] == SAMPLE_SPARSE_DEPTH == MAKE.SAMPLE_SPARSE_DEPTH
+    path = provide_sample_sparse_depth(tmp_path)
+    assert path == tmp_path / SAMPLE_SPARSE_DEPTH
+    loaded = read_depth(path, zero_is_missing=True)
+    assert loaded.values.shape == (512, 512) and 0.03 < loaded.valid.mean() < 0.1  # sparse
+    assert 0.03 < loaded.valid[2::4, 2::4].mean() < 0.1  # still sparse, not empty, after a nearest-neighbour resize
+    rows = loaded.values.max(axis=1)
+    assert rows[-4] > rows[4] > 0  # near (bright) at the bottom
+    path.write_bytes(b"a user's own file")
+    assert provide_sample_sparse_depth(tmp_path) is None and path.read_bytes() == b"a user's own file"  # never replaced
 
 
 def test_depth_to_image_gets_its_depth_map_from_the_photo_not_from_a_sample_picture():

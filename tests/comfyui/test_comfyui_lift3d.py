@@ -109,7 +109,7 @@ def test_node_errors_are_clear(lift3d, output_dir):
 
 # ---- the shipped 3D workflows on a headless ComfyUI server (the server fixture of test_comfyui_server)
 
-from test_comfyui_server import adapted_graph, server  # noqa: E402,F401  (server: module-scoped fixture)
+from test_comfyui_server import _make_workflows_module, adapted_graph, server  # noqa: E402,F401  (server: module-scoped fixture)
 
 from comfyui_harness import REPO  # noqa: E402
 
@@ -140,8 +140,9 @@ def test_3d_ui_workflows_have_the_3d_preview_linked(server):  # noqa: F811
 
     info = server.get("/object_info")
     assert "JointDiTRGBDTo3D" in info and "Preview3D" in info
+    templates = _make_workflows_module().TEMPLATES
     for name in WORKFLOWS_3D:
-        ui = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
+        ui = json.loads((REPO / "example_workflows" / f"{templates[name]}.json").read_text())
         assert ui == json.loads((REPO / "workflows" / "ui" / f"{name}.json").read_text())
         nodes = {node["type"]: node for node in ui["nodes"]}
         assert all(node_type in info for node_type in nodes if node_type != "MarkdownNote")
@@ -149,4 +150,4 @@ def test_3d_ui_workflows_have_the_3d_preview_linked(server):  # noqa: F811
         link = next(link for link in ui["links"] if link[0] == socket["link"])
         assert socket["widget"] == {"name": "model_file"}
         assert link[1] == nodes["JointDiTRGBDTo3D"]["id"] and link[2] == 0 and link[5] == "STRING"
-        assert (REPO / "example_workflows" / f"{name}.jpg").is_file()  # the template card's thumbnail
+        assert (REPO / "example_workflows" / f"{templates[name]}.jpg").is_file()  # the template card's thumbnail

@@ -7,8 +7,9 @@ port), with ``--base-directory`` pointing at a temporary folder holding:
   embeddings of FLUX.1's widths (T5-XXL cannot be made small for ComfyUI's loaders);
 * random models in the official file layouts under the official names: ``flux1-dev.safetensors``
   (full width, 1 double + 1 single block: the smallest FLUX that UNETLoader's detection accepts),
-  ``ae.safetensors`` (full-size autoencoder), ``jointdit_addons.safetensors`` + ``.json`` (the
-  official addon file's block-0 subset), a kohya-format LoRA;
+  ``ae.safetensors`` (full-size autoencoder), ``jointdit.safetensors`` (the official addon file's
+  block-0 subset under the official download's name, without a JSON sidecar: the official defaults), a
+  kohya-format LoRA;
 * ``input/astronaut_128.png`` (tests/data, public domain).
 
 The depth-estimation workflow from ``workflows/api`` is queued through ``/prompt`` with the text
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -90,10 +92,7 @@ def _write_models(models: Path) -> None:
     for folder in ("diffusion_models", "vae", "jointdit", "loras", "text_encoders"):
         (models / folder).mkdir(parents=True, exist_ok=True)
     save_file(_random(_first_block_only(keys["flux_dev_base"]), 0, "flux"), str(models / "diffusion_models" / "flux1-dev.safetensors"))
-    save_file(_random(_first_block_only(keys["jointdit_addons"]), 1, "addon"), str(models / "jointdit" / "jointdit_addons.safetensors"))
-    (models / "jointdit" / "jointdit_addons.json").write_text(
-        json.dumps({"is_txt_ids_training": False, "is_attnmask_training": False, "depth_transform": "none"})
-    )
+    save_file(_random(_first_block_only(keys["jointdit_addons"]), 1, "addon"), str(models / "jointdit" / "jointdit.safetensors"))
     from jointdit_core.autoencoder import AutoEncoder
     from jointdit_core.config import AutoEncoderConfig
 
@@ -166,7 +165,7 @@ def server(tmp_path_factory):
     _write_models(base / "models")
     extra = base / "extra" / "jointdit_models"
     extra.mkdir(parents=True)
-    os.link(base / "models" / "jointdit" / "jointdit_addons.safetensors", extra / "extra_addons.safetensors")
+    os.link(base / "models" / "jointdit" / "jointdit.safetensors", extra / "extra_addons.safetensors")
     (base / "extra_model_paths.yaml").write_text(f"jointdit_test:\n    base_path: {base / 'extra'}\n    jointdit: jointdit_models\n")
     custom = base / "custom_nodes"
     custom.mkdir()
@@ -290,15 +289,20 @@ def test_nodes_folders_and_templates_are_served(server):
     for name in ("LoadJointDiT", "JointSampler", "EncodeDepth", "DecodeDepth"):
         assert name in info, name
     addons = info["LoadJointDiT"]["input"]["required"]["addon_name"][1]["options"]
-    assert "jointdit_addons.safetensors" in addons  # models/jointdit under --base-directory
+    assert "jointdit.safetensors" in addons  # models/jointdit under --base-directory
     assert "extra_addons.safetensors" in addons  # a jointdit folder from extra_model_paths.yaml
     assert info["JointSampler"]["output_name"] == info["JointSamplerAdvanced"]["output_name"] == ["rgb", "depth"]
-    templates = server.get("/workflow_templates")
-    assert sorted(templates["ComfyUI-JointDiT"]) == sorted(_make_workflows_module().WORKFLOWS)
-    shipped = server.get("/api/workflow_templates/ComfyUI-JointDiT/depth_estimation.json")
-    assert shipped == json.loads((REPO / "example_workflows" / "depth_estimation.json").read_text())
-    # the UI files carry the widget values of the API files, in the order this ComfyUI lays widgets out
     make = _make_workflows_module()
+    templates = server.get("/workflow_templates")
+    assert sorted(templates["ComfyUI-JointDiT"]) == sorted(make.TEMPLATES.values())
+    title = make.TEMPLATES["depth_estimation"]  # the frontend fetches a template by its title, URL-encoded
+    shipped = server.get("/api/workflow_templates/ComfyUI-JointDiT/" + urllib.parse.quote(title) + ".json")
+    assert shipped == json.loads((REPO / "example_workflows" / f"{title}.json").read_text())
+    with urllib.request.urlopen(server.url + "/api/workflow_templates/ComfyUI-JointDiT/" + urllib.parse.quote(title) + ".jpg") as response:
+        assert response.read() == (REPO / "example_workflows" / f"{title}.jpg").read_bytes()  # the card's thumbnail
+    # the depth-completion workflow's default depth file: written into the input folder by the pack
+    assert make.SAMPLE_SPARSE_DEPTH in info["JointDiTLoadDepth"]["input"]["required"]["file"][1]["options"]
+    # the UI files carry the widget values of the API files, in the order this ComfyUI lays widgets out
     for name, graph in make.WORKFLOWS.items():
         ui = json.loads((REPO / "workflows" / "ui" / f"{name}.json").read_text())
         for node in (n for n in ui["nodes"] if n["type"] != "MarkdownNote"):
@@ -352,6 +356,15 @@ def test_other_shipped_workflows_run(server, name):
     if name == "joint_generation":  # an rgb image and a grey depth map
         rgb, depth = images
         assert (depth[..., 0] == depth[..., 2]).all() and not (rgb[..., 0] == rgb[..., 2]).all()
+
+
+def test_depth_completion_runs_with_the_sample_file_a_fresh_install_has(server):
+    graph = adapted_graph("depth_completion", "sample_file")
+    load = next(node for node in graph.values() if node["class_type"] == "JointDiTLoadDepth")
+    load["inputs"]["file"] = _make_workflows_module().SAMPLE_SPARSE_DEPTH  # the shipped workflow's default
+    entry = server.wait(server.queue(graph))
+    save = next(nid for nid, node in graph.items() if node["class_type"] == "SaveImage")
+    assert _png(server, entry, save).shape == (128, 128, 3)
 
 
 def test_old_api_prompt_of_the_20_input_sampler_still_runs(server):
