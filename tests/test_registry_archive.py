@@ -99,15 +99,15 @@ def test_license_and_comfyui_requirement_match_pyproject_and_the_test_matrix():
 
 def test_comfyui_outside_the_tested_range_is_skipped_or_warned_about():
     harness = _harness()
-    for inside in (harness.OLDEST_COMFYUI, "0.10.0", "v0.16.2", harness.NEWEST_TESTED_COMFYUI):
+    for inside in (harness.OLDEST_COMFYUI, "0.10.0", "v0.28.1", harness.NEWEST_TESTED_COMFYUI):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            harness.check_supported(inside)  # numeric order: 0.3.64 < 0.10.0 < 0.28.1
+            harness.check_supported(inside)  # numeric order: 0.3.64 < 0.10.0 < 0.33.0
     for older in ("0.3.63", "0.2.7", "unknown", ""):
         with pytest.raises(pytest.skip.Exception, match="supported"):
             harness.check_supported(older)
     with pytest.warns(UserWarning, match="newer than the newest release"):
-        harness.check_supported("0.29.0")
+        harness.check_supported("0.34.0")
 
 
 def test_a_second_jointdit_core_is_refused_naming_both_copies(tmp_path):
