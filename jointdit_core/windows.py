@@ -141,6 +141,14 @@ def _crop(x: Tensor, grid: WindowGrid, row: int, col: int) -> Tensor:
     return x[..., row : row + grid.size[0], :].index_select(-1, grid.column_index(col, x.device))
 
 
+def windows_per_call(windows: int, windows_per_batch: int) -> int:
+    """Windows in every model call of :func:`windowed_velocity`: ``windows`` split into balanced batches of at most
+    ``windows_per_batch``. Raises ValueError when ``windows_per_batch`` < 1."""
+    if windows_per_batch < 1:
+        raise ValueError(f"windows per batch must be at least 1, got {windows_per_batch}")
+    return math.ceil(windows / math.ceil(windows / windows_per_batch))
+
+
 def windowed_velocity(velocity_fn: VelocityFn, grid: WindowGrid, windows_per_batch: int = 1) -> VelocityFn:
     """A velocity callable for :func:`~jointdit_core.sampler.sample` that evaluates ``velocity_fn`` window by window.
 
@@ -161,11 +169,8 @@ def windowed_velocity(velocity_fn: VelocityFn, grid: WindowGrid, windows_per_bat
     Raises:
         ValueError: ``windows_per_batch`` < 1, or (when called) latents of another size than the grid's.
     """
-    if windows_per_batch < 1:
-        raise ValueError(f"windows per batch must be at least 1, got {windows_per_batch}")
     windows = grid.windows
-    batches = math.ceil(len(windows) / windows_per_batch)
-    per_call = math.ceil(len(windows) / batches)
+    per_call = windows_per_call(len(windows), windows_per_batch)
     weights = window_weights(grid)
 
     def velocity(x_rgb: Tensor, x_depth: Tensor, t_rgb: Tensor, t_depth: Tensor) -> tuple[Tensor, Tensor]:
