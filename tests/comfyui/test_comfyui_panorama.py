@@ -1,4 +1,5 @@
-"""JointDiT Window Sampler (panoramas) on ComfyUI's machinery with the golden_tiny model (fixtures of test_comfyui_golden)."""
+"""Panoramas in ComfyUI: the JointDiT Window Sampler on ComfyUI's machinery with the golden_tiny model (fixtures of
+test_comfyui_golden)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,4 @@ def test_wide_wrapped_panorama_batched_or_not(pack, golden, tiny):
 def test_window_sizes_must_be_multiples_of_16(pack):
     with pytest.raises(ValueError, match="window_width is 72 pixels"):
         _windows(pack, None, None, "joint_generation", {"samples": torch.zeros(1, 16, 8, 24)}, window_width=72)
+
