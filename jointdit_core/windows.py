@@ -92,7 +92,8 @@ def plan_windows(height: int, width: int, window: tuple[int, int], overlap: int,
         height, width: latent size (even, as every FLUX latent).
         window: (h, w) window size in latent pixels, even; larger than the latent is cut to the latent size
             (a window as large as the latent gives the ordinary sampler, except with ``wrap``).
-        overlap: latent pixels shared by neighbouring windows, 0 <= overlap < each window side.
+        overlap: latent pixels shared by neighbouring windows, 0 <= overlap < each side of ``window`` (a window
+            cut to a smaller latent shares at most half its width around the ``wrap`` seam).
         wrap: join the right edge to the left (360-degree panoramas): the windows are spread around the
             circle of ``width`` columns; a window as wide as the latent then takes a second, half-turned
             window when ``overlap`` > 0, so the seam is denoised inside a window.
@@ -103,16 +104,16 @@ def plan_windows(height: int, width: int, window: tuple[int, int], overlap: int,
     """
     if height <= 0 or width <= 0 or height % 2 or width % 2:
         raise ValueError(f"latent size {height}x{width} must be positive and even (images: multiples of 16 pixels)")
-    size = (min(int(window[0]), height), min(int(window[1]), width))
-    if min(size) <= 0 or size[0] % 2 or size[1] % 2:
+    if min(window) <= 0 or window[0] % 2 or window[1] % 2:
         raise ValueError(f"window size {tuple(window)} (latent pixels) must be positive and even (images: multiples of 16 pixels)")
-    if overlap < 0 or overlap >= min(size):
+    if overlap < 0 or overlap >= min(window):
         raise ValueError(
-            f"window overlap {overlap} must be at least 0 and smaller than the window {size[0]}x{size[1]} (latent pixels); "
+            f"window overlap {overlap} must be at least 0 and smaller than the window {window[0]}x{window[1]} (latent pixels); "
             "lower the overlap or enlarge the window"
         )
+    size = (min(int(window[0]), height), min(int(window[1]), width))
     rows = _starts(height, size[0], min(overlap, size[0] - 1), False)
-    cols = _starts(width, size[1], overlap, wrap)
+    cols = _starts(width, size[1], overlap if overlap < size[1] else size[1] // 2, wrap)
     return WindowGrid(height, width, size, rows, cols, int(overlap), bool(wrap))
 
 

@@ -19,11 +19,14 @@ def window_settings(window_width: int, window_height: int, overlap: int, wrap: b
     """The node's pixel sizes as latent :class:`WindowSettings`.
 
     Raises:
-        ValueError: a window side or the overlap that is not a multiple of 16 pixels.
+        ValueError: a window side or the overlap that is not a multiple of 16 pixels, an overlap not smaller than
+            the window.
     """
     for name, value in (("window_width", window_width), ("window_height", window_height), ("overlap", overlap)):
         if value % 16:
             raise ValueError(f"{name} is {value} pixels; it must be a multiple of 16 (FLUX works on 16-pixel patches)")
+    if overlap >= min(window_width, window_height):
+        raise ValueError(f"overlap is {overlap} pixels but the window is {window_width}x{window_height}: make the overlap smaller than the window")
     return WindowSettings((window_height // 8, window_width // 8), overlap // 8, bool(wrap), int(windows_per_batch))
 
 

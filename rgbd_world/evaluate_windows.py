@@ -1,6 +1,7 @@
 """Window sampling (panoramas) on the demo world: wide depth estimation, the 360-degree seam, the cost.
 
     python -m rgbd_world.evaluate_windows --scenes 8 --steps 10
+    python -m rgbd_world.evaluate_windows --figure docs/panorama.png   # the README's 360-degree picture
 
 Prints three tables (Markdown):
 
@@ -160,13 +161,43 @@ def cost_table(overlap: int, per_batch: int = 1) -> list[str]:
     return lines
 
 
+def panorama_figure(path, caption_index: int = 3, steps: int = 20, seed: int = 0) -> None:
+    """A 360-degree RGB-D panorama (64 x 128, windows of 64 px, overlap 32 px, ``wrap``) of a test caption and four
+    views from inside its equirectangular lifting (looking ahead, right, behind, left), saved as a PNG."""
+    from PIL import Image
+
+    from jointdit_core.lift3d import lift_rgbd
+
+    from .render3d import orbit, render_mesh
+
+    stack = load_stack()
+    caption = scene(split_indices("test")[caption_index]).caption
+    txt, y = stack.text.encode([caption])
+    negative = stack.text.encode([""]) if stack.cfg != 1.0 else None
+    windows = WindowSettings((NATIVE // 8, NATIVE // 8), 4, wrap=True)
+    z_rgb, z_depth = pipeline.generate(stack.model, txt, y, latent_size=(NATIVE // 8, 2 * NATIVE // 8), seed=seed, steps=steps, guidance=stack.guidance,
+                                       asw_strength=stack.asw_strength, cfg=stack.cfg, negative=negative, progress=False, windows=windows)
+    rgb, disparity = model_to_uint8(_decode(stack, z_rgb))[0].numpy(), _decode_disparity(stack, z_depth)[0]
+    lifted = lift_rgbd(rgb, disparity, near=1.0, far=10.0, edge_threshold=0.5, projection="equirectangular")
+    views = [render_mesh(orbit(lifted.points, yaw, 0.0, np.zeros(3)), lifted.faces, lifted.colors, size=128, fov_degrees=90.0) for yaw in (0, -90, 180, 90)]
+    grey = np.repeat((disparity * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
+    top = np.concatenate([np.asarray(Image.fromarray(x).resize((256, 128), Image.NEAREST)) for x in (rgb, grey)], axis=1)
+    Image.fromarray(np.concatenate([top, np.concatenate(views, axis=1)], axis=0)).save(path, optimize=True)
+    print(f"{path}: {caption!r}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenes", type=int, default=8, help="held-out scenes for the depth table and captions for the seam table")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--overlap", type=int, default=32, help="window overlap in pixels (multiple of 16)")
+    parser.add_argument("--figure", help="write the 360-degree panorama picture to this PNG instead of the tables")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
+    if args.figure:
+        with torch.no_grad():
+            panorama_figure(args.figure, steps=args.steps)
+        return
     stack = load_stack()
     with torch.no_grad():
         print("\n".join(cost_table(args.overlap)) + "\n", flush=True)

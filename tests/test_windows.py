@@ -35,7 +35,7 @@ def _run(velocity, **clean):
 
 @pytest.mark.parametrize("wrap", [False, True])
 def test_weights_sum_to_one_everywhere(wrap):
-    for height, width, window, overlap in [(6, 16, (6, 8), 2), (10, 30, (4, 6), 3), (8, 8, (8, 8), 0), (12, 40, (6, 10), 4)]:
+    for height, width, window, overlap in [(6, 16, (6, 8), 2), (10, 30, (4, 6), 3), (8, 8, (8, 8), 0), (12, 40, (6, 10), 4), (4, 8, (16, 16), 12)]:
         grid = plan_windows(height, width, window, overlap, wrap)
         weights = window_weights(grid)
         assert len(weights) == len(grid.windows) and (weights > 0).all()
@@ -129,3 +129,10 @@ def test_pipeline_wide_masked_depth_estimation_in_windows(golden_model, golden):
                         progress=False, windows=windows, callback=calls.append)
     assert out.shape == (1, 16, 8, 16) and torch.equal(rgb, photo) and torch.equal(out[..., 6:], depth[..., 6:])
     assert (out[..., :6] - depth[..., :6]).abs().max() > 1e-3 and len(calls) == 2
+
+
+def test_a_window_larger_than_a_small_latent_keeps_a_valid_overlap():
+    strip = plan_windows(4, 32, (16, 16), 8)  # 4 rows high: one row of windows 4 high, 16 wide
+    assert strip.size == (4, 16) and strip.rows == (0,) and strip.cols == (0, 8, 16)
+    around = plan_windows(4, 8, (16, 16), 12, wrap=True)  # cut to the full width: a half-turned second window
+    assert around.size == (4, 8) and around.cols == (0, 4)

@@ -48,7 +48,9 @@ def test_wide_wrapped_panorama_batched_or_not(pack, golden, tiny):
     assert depth.shape == (1, 16, 8, 24) and torch.isfinite(depth).all()
 
 
-def test_window_sizes_must_be_multiples_of_16(pack):
+def test_window_sizes_must_be_multiples_of_16_and_the_overlap_smaller(pack):
     with pytest.raises(ValueError, match="window_width is 72 pixels"):
         _windows(pack, None, None, "joint_generation", {"samples": torch.zeros(1, 16, 8, 24)}, window_width=72)
+    with pytest.raises(ValueError, match="overlap is 64 pixels but the window is 64x64"):
+        _windows(pack, None, None, "joint_generation", {"samples": torch.zeros(1, 16, 8, 24)}, overlap=64)
 
