@@ -14,9 +14,10 @@ Prints three tables (Markdown):
    (``x - sigma * v``, latent space) over their overlap, relative to the mean |estimate| there, averaged
    over the steps (and at the last step).
 2. **360-degree seam.** Joint generation of 64 x 256 RGB-D from the test captions, windows of 64 px with
-   32 px overlap, with and without ``wrap``: the mean |difference| between the first and last pixel column
-   (rgb in [0, 1], disparity in [0, 1]) over the mean |difference| of neighbouring columns elsewhere
-   (1 = the seam is like any column step).
+   32 px overlap, with and without ``wrap``: the mean |difference| between the first and last column over the
+   mean |difference| of neighbouring columns elsewhere (1 = the seam is like any column step), for the latents,
+   and for rgb / disparity decoded plainly and with the latent padded circularly before decoding (pixels:
+   compared with the steps between two latent columns, where the seam lies).
 3. **Cost.** Model evaluations per step against the window count for a few widths.
 """
 
@@ -126,28 +127,43 @@ def wide_depth_table(stack, scenes: int, steps: int, overlap: int) -> list[str]:
     return lines
 
 
-def _seam_ratio(x: np.ndarray) -> float:
-    """(H, W[, C]) -> mean |col 0 - col W-1| / mean |col j - col j+1| over the other columns."""
+def _seam_ratio(x: np.ndarray, period: int = 1) -> float:
+    """(H, W[, C]) -> mean |col 0 - col W-1| / mean |col j - col j+1| over the other columns j + 1 divisible by
+    ``period`` (8 for decoded pixels: the seam lies between two latent columns, so it is compared with the steps
+    between latent columns, not with the smaller steps inside one)."""
     seam = np.abs(x[:, 0] - x[:, -1]).mean()
-    inner = np.abs(np.diff(x, axis=1)).mean()
+    inner = np.abs(np.diff(x, axis=1))[:, period - 1 :: period].mean()
     return float(seam / inner)
 
 
-def seam_table(stack, count: int, steps: int, overlap: int) -> list[str]:
+def _circular(z: torch.Tensor, columns: int) -> torch.Tensor:
+    """(..., w) latent with ``columns`` latent columns of the other edge added on each side (a 360-degree latent's wrap)."""
+    return torch.cat([z[..., -columns:], z, z[..., :columns]], dim=-1)
+
+
+def seam_table(stack, count: int, steps: int, overlap: int, pad: int = 8) -> list[str]:
+    """Seam / column-step ratios of 64 x 256 joint generation, decoded plainly and with the latent padded circularly by
+    ``pad`` latent columns (cropped after decoding: the autoencoder's own zero padding then does not make a seam)."""
     captions = [scene(i).caption for i in split_indices("test")[:count]]
     txt, y = stack.text.encode(captions)
     negative = stack.text.encode([""]) if stack.cfg != 1.0 else None
-    lines = [f"| joint generation 64 x 256 ({count} captions, {steps} steps, cfg {stack.cfg:g}) | rgb seam / column step | disparity seam / column step |",
-             "|---|---|---|"]
+    crop = slice(8 * pad, -8 * pad)
+    lines = [f"| joint generation 64 x 256 ({count} captions, {steps} steps, cfg {stack.cfg:g}) | latent seam / column step | rgb | disparity | "
+             f"rgb, circular decode | disparity, circular decode |", "|---|---|---|---|---|---|"]
     for wrap in (False, True):
         windows = WindowSettings((NATIVE // 8, NATIVE // 8), overlap // 8, wrap)
         z_rgb, z_depth = pipeline.generate(stack.model, txt, y, latent_size=(NATIVE // 8, 4 * NATIVE // 8), seed=0, steps=steps, guidance=stack.guidance,
                                            asw_strength=stack.asw_strength, cfg=stack.cfg, negative=negative, progress=False, windows=windows)
-        rgb = model_to_uint8(_decode(stack, z_rgb)).numpy().astype(np.float64) / 255
-        disparity = _decode_disparity(stack, z_depth)
-        ratios_rgb = [_seam_ratio(x) for x in rgb]
-        ratios_depth = [_seam_ratio(x) for x in disparity]
-        lines.append(f"| windows of 64 px, overlap {overlap} px, wrap {'on' if wrap else 'off'} | {np.mean(ratios_rgb):.2f} | {np.mean(ratios_depth):.2f} |")
+        latent = np.mean([_seam_ratio(z.movedim(0, -1).numpy()) for z in torch.cat([z_rgb, z_depth])])
+        ratios = []
+        for decode_pad in (0, pad):
+            rgb = model_to_uint8(_decode(stack, _circular(z_rgb, decode_pad) if decode_pad else z_rgb)).numpy().astype(np.float64) / 255
+            disparity = _decode_disparity(stack, _circular(z_depth, decode_pad) if decode_pad else z_depth)
+            if decode_pad:
+                rgb, disparity = rgb[:, :, crop], disparity[:, :, crop]
+            ratios += [np.mean([_seam_ratio(x, 8) for x in rgb]), np.mean([_seam_ratio(x, 8) for x in disparity])]
+        cells = " | ".join(f"{r:.2f}" for r in [latent] + ratios)
+        lines.append(f"| windows of 64 px, overlap {overlap} px, wrap {'on' if wrap else 'off'} | {cells} |")
     return lines
 
 
@@ -191,6 +207,7 @@ def main(argv=None) -> None:
     parser.add_argument("--scenes", type=int, default=8, help="held-out scenes for the depth table and captions for the seam table")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--overlap", type=int, default=32, help="window overlap in pixels (multiple of 16)")
+    parser.add_argument("--seam-only", action="store_true", help="skip the depth table")
     parser.add_argument("--figure", help="write the 360-degree panorama picture to this PNG instead of the tables")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -201,7 +218,8 @@ def main(argv=None) -> None:
     stack = load_stack()
     with torch.no_grad():
         print("\n".join(cost_table(args.overlap)) + "\n", flush=True)
-        print("\n".join(wide_depth_table(stack, args.scenes, args.steps, args.overlap)) + "\n", flush=True)
+        if not args.seam_only:
+            print("\n".join(wide_depth_table(stack, args.scenes, args.steps, args.overlap)) + "\n", flush=True)
         print("\n".join(seam_table(stack, args.scenes, args.steps, args.overlap)) + "\n", flush=True)
 
 

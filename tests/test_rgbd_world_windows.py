@@ -21,3 +21,5 @@ def test_seam_ratio_is_one_for_a_periodic_image_and_large_for_a_ramp():
     periodic = np.minimum(columns, 16 - columns)[None, :].repeat(4, 0).astype(float)  # 0 1 .. 8 .. 1: every step 1, the seam too
     assert _seam_ratio(periodic) == 1.0
     assert _seam_ratio(np.tile(columns, (4, 1)).astype(float)) == 15.0
+    cells = np.repeat(np.minimum(columns, 16 - columns), 8)[None, :].astype(float)  # 8 pixels per latent column
+    assert _seam_ratio(cells, 8) == 1.0 and _seam_ratio(cells) > 8.0
