@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 import torch
-from comfyui_harness import PACK_NAME
+from comfyui_harness import PACK_NAME, recorded_progress
 from test_comfyui_golden import addon_checkpoint, conditioning, pack, tiny  # noqa: F401  (fixtures)
 
 
@@ -54,3 +54,31 @@ def test_window_sizes_must_be_multiples_of_16_and_the_overlap_smaller(pack):
     with pytest.raises(ValueError, match="overlap is 64 pixels but the window is 64x64"):
         _windows(pack, None, None, "joint_generation", {"samples": torch.zeros(1, 16, 8, 24)}, overlap=64)
 
+
+
+def test_progress_per_step_and_cancel_between_windows(pack, golden, tiny):
+    import comfy.model_management as mm
+
+    tensors, meta = golden
+    _, patched, _ = tiny
+    pos = conditioning(tensors, meta)
+    image = {"samples": torch.zeros(1, 16, 8, 24)}
+    calls = []
+    with recorded_progress() as seen:
+        _windows(pack, patched, pos, "joint_generation", image, wrap=True)
+    assert [v for v, _ in seen] == [1, 2] and {t for _, t in seen} == {2}  # per step, not per window
+    check = mm.throw_exception_if_processing_interrupted
+
+    def interrupt_at_second_window():
+        calls.append(1)
+        mm.interrupt_current_processing(len(calls) == 2)
+        check()
+
+    mm.throw_exception_if_processing_interrupted = interrupt_at_second_window
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            _windows(pack, patched, pos, "joint_generation", image, wrap=True)
+    finally:
+        mm.throw_exception_if_processing_interrupted = check
+        mm.interrupt_current_processing(False)
+    assert len(calls) == 2  # stopped before the second window's model call
