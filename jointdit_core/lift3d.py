@@ -37,7 +37,19 @@ The model (assumptions, in order):
    relative depth-edge test of MoGe (Wang et al., CVPR 2025; its default 0.03). The ratio is per pixel
    step, so it grows as the image gets smaller: 0.03 suits images of 512 px and more; small images
    (64 px) need 0.1 - 0.2. ``edge_threshold`` 0 (or None) keeps every triangle.
-5. **Background.** Optionally pixels whose (normalised) disparity is below ``background_threshold`` are
+5. **Equirectangular panoramas** (``projection="equirectangular"``, a 360-degree image, width = 2 x height):
+   the camera sits at the centre of a sphere; pixel (i, j) looks along longitude and latitude::
+
+       lon = 2 pi (j + 0.5) / W - pi,   lat = pi / 2 - pi (i + 0.5) / H
+
+   and its depth is the distance from the centre along that ray (a panorama has no optical axis)::
+
+       x = z cos(lat) sin(lon),   y = z sin(lat),   z_gl = -z cos(lat) cos(lon)
+
+   so the image centre (lon = lat = 0) lies straight ahead along -z, as in the pinhole frame. The mesh joins
+   the last column to the first (the wrap seam is closed; its triangles pass the same edge test) and is
+   counter-clockwise seen from the centre, so a viewer placed inside sees the scene around it.
+6. **Background.** Optionally pixels whose (normalised) disparity is below ``background_threshold`` are
    removed (sky and far background sit at d ~ 0); 0 keeps everything.
 """
 
@@ -56,6 +68,7 @@ DEFAULT_FOV_DEGREES = 60.0  # horizontal field of view of a typical photo (35 mm
 DEFAULT_NEAR, DEFAULT_FAR = 1.0, 10.0  # depth of the nearest / farthest pixel (only far / near = 10 shapes the scene)
 DEFAULT_EDGE_THRESHOLD = 0.03  # MoGe's default relative depth-edge threshold
 MAP_KINDS = ("disparity", "depth")  # near = bright (affine in 1 / z) or near = dark (affine in z)
+PROJECTIONS = ("perspective", "equirectangular")  # a pinhole photo, or a 360-degree panorama (module docstring, item 5)
 
 
 @dataclass(frozen=True)
@@ -72,7 +85,8 @@ class LiftedRGBD:
         pixels: (N,) int64 flat index ``i * W + j`` of each vertex's pixel in the (H, W) grid.
         depth: (H, W) float32 depth z > 0 of every pixel (before any removal).
         image: (H, W, 3) uint8 the image (for a texture).
-        fov_degrees: the horizontal field of view used.
+        fov_degrees: the horizontal field of view used (360 for an equirectangular panorama).
+        projection: one of :data:`PROJECTIONS`.
     """
 
     points: np.ndarray
@@ -83,6 +97,7 @@ class LiftedRGBD:
     depth: np.ndarray
     image: np.ndarray
     fov_degrees: float
+    projection: str = "perspective"
 
 
 def _check_positive(name: str, value: float) -> float:
@@ -135,6 +150,16 @@ def disparity_to_depth(disparity01: Tensor, near: float = DEFAULT_NEAR, far: flo
     return 1.0 / (1.0 / far + d * (1.0 / near - 1.0 / far))
 
 
+def _positive_map(depth: Tensor, caller: str) -> Tensor:
+    """``depth`` as float64 after checking it is one (H, W) map, finite and > 0 (else ValueError naming ``caller``)."""
+    if depth.ndim != 2:
+        raise ValueError(f"{caller} needs one (H, W) depth map, got shape {tuple(depth.shape)}")
+    z = depth.double()
+    if not torch.isfinite(z).all() or (z <= 0).any():
+        raise ValueError("depth must be finite and > 0 at every pixel")
+    return z
+
+
 def unproject(depth: Tensor, fov_degrees: float = DEFAULT_FOV_DEGREES) -> Tensor:
     """Depth map -> one 3D point per pixel (pinhole camera, OpenGL frame; module docstring, items 2-3).
 
@@ -146,11 +171,7 @@ def unproject(depth: Tensor, fov_degrees: float = DEFAULT_FOV_DEGREES) -> Tensor
     Raises:
         ValueError: not (H, W), non-finite or non-positive depth, bad field of view.
     """
-    if depth.ndim != 2:
-        raise ValueError(f"unproject needs one (H, W) depth map, got shape {tuple(depth.shape)}")
-    z = depth.double()
-    if not torch.isfinite(z).all() or (z <= 0).any():
-        raise ValueError("depth must be finite and > 0 at every pixel")
+    z = _positive_map(depth, "unproject")
     h, w = z.shape
     f = focal_from_fov(w, fov_degrees)
     u = (torch.arange(w, dtype=torch.float64, device=z.device) + 0.5 - w / 2) / f
@@ -158,17 +179,40 @@ def unproject(depth: Tensor, fov_degrees: float = DEFAULT_FOV_DEGREES) -> Tensor
     return torch.stack([u[None, :] * z, -v[:, None] * z, -z], dim=-1)
 
 
-def grid_faces(height: int, width: int) -> Tensor:
+def unproject_equirectangular(distance: Tensor) -> Tensor:
+    """Distance map of an equirectangular panorama -> one 3D point per pixel (module docstring, item 5).
+
+    Args:
+        distance: (H, W) float, distance from the panorama's centre > 0 (W = 2 H for a full sphere; any
+            W covers 360 degrees of longitude and H 180 degrees of latitude).
+    Returns:
+        (H, W, 3) float64 points in the OpenGL frame (y up; the image centre along -z).
+    Raises:
+        ValueError: not (H, W), non-finite or non-positive distances.
+    """
+    r = _positive_map(distance, "unproject_equirectangular")
+    h, w = r.shape
+    lon = 2 * math.pi * (torch.arange(w, dtype=torch.float64, device=r.device) + 0.5) / w - math.pi
+    lat = math.pi / 2 - math.pi * (torch.arange(h, dtype=torch.float64, device=r.device) + 0.5) / h
+    lon, lat = lon[None, :], lat[:, None]
+    return torch.stack([r * lat.cos() * lon.sin(), r * lat.sin().expand_as(r), -r * lat.cos() * lon.cos()], dim=-1)
+
+
+def grid_faces(height: int, width: int, wrap: bool = False) -> Tensor:
     """The two triangles of every 2x2 pixel block of an (H, W) grid, as flat pixel indices.
 
     Cell (i, j) with corners a = (i, j), b = (i, j+1), c = (i+1, j), d = (i+1, j+1) gives (a, c, b) and
     (b, c, d): counter-clockwise seen from a camera looking along -z at an image with rows going down.
+    ``wrap``: column W-1 is also joined to column 0 (the seam of a 360-degree panorama), W-1 more cells.
 
     Returns:
-        (2 * (H-1) * (W-1), 3) int64, triangles of cell (i, j) at rows ``2 * (i * (W-1) + j)`` and the next.
+        (2 * (H-1) * (W-1 or W with wrap), 3) int64, triangles of cell (i, j) at rows
+        ``2 * (i * cells_per_row + j)`` and the next.
     """
     idx = torch.arange(height * width).reshape(height, width)
-    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+    right = torch.roll(idx, -1, dims=1) if wrap else idx[:, 1:]
+    idx = idx if wrap else idx[:, :-1]
+    a, b, c, d = idx[:-1], right[:-1], idx[1:], right[1:]
     tri = torch.stack([torch.stack([a, c, b], -1), torch.stack([b, c, d], -1)], dim=2)  # (H-1, W-1, 2, 3)
     return tri.reshape(-1, 3)
 
@@ -218,6 +262,7 @@ def lift_rgbd(
     edge_threshold: float | None = DEFAULT_EDGE_THRESHOLD,
     background_threshold: float = 0.0,
     stride: int = 1,
+    projection: str = "perspective",
 ) -> LiftedRGBD:
     """Lift an image and its relative disparity map to a coloured point cloud and mesh (module docstring).
 
@@ -233,6 +278,8 @@ def lift_rgbd(
         edge_threshold: relative depth-edge threshold for triangles (0 / None: keep all).
         background_threshold: drop pixels with normalised disparity below this, in [0, 1) (0: keep all).
         stride: keep every ``stride``-th row and column (fewer vertices; same camera), >= 1.
+        projection: "perspective" (a pinhole photo) or "equirectangular" (a 360-degree panorama; depth is the
+            distance from the centre, ``fov_degrees`` is not used, the seam is closed; module docstring, item 5).
     Returns:
         :class:`LiftedRGBD`.
     Raises:
@@ -254,17 +301,20 @@ def lift_rgbd(
         raise ValueError(f"background_threshold must lie in [0, 1) (0 keeps every pixel), got {background_threshold}")
     if int(stride) != stride or stride < 1:
         raise ValueError(f"stride must be an integer >= 1, got {stride}")
+    if projection not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+    panorama = projection == "equirectangular"
     if normalize:
         d = normalize_disparity(d).double()
     depth = disparity_to_depth(d, near, far, kind)
     if kind == "depth":
         d = 1.0 - d  # disparity-like (near = 1) for the background test
-    points = unproject(depth, fov_degrees)
+    points = unproject_equirectangular(depth) if panorama else unproject(depth, fov_degrees)
     h, w = depth.shape
     rows, cols = torch.arange(0, h, stride), torch.arange(0, w, stride)
     sub = rows[:, None] * w + cols[None, :]  # (h', w') flat pixel indices of the kept grid
     keep = d.reshape(-1)[sub.reshape(-1)] >= background_threshold if background_threshold > 0 else torch.ones(sub.numel(), dtype=torch.bool)
-    faces = grid_faces(len(rows), len(cols))
+    faces = grid_faces(len(rows), len(cols), wrap=panorama)
     faces = faces[keep[faces].all(dim=1) & edge_mask(depth.reshape(-1)[sub.reshape(-1)], faces, edge_threshold)]
     new_index = torch.cumsum(keep.long(), 0) - 1  # grid index -> vertex index among kept pixels
     pixels = sub.reshape(-1)[keep]
@@ -278,5 +328,6 @@ def lift_rgbd(
         pixels=pixels.numpy().astype(np.int64),
         depth=depth.float().numpy(),
         image=image,
-        fov_degrees=float(fov_degrees),
+        fov_degrees=360.0 if panorama else float(fov_degrees),
+        projection=projection,
     )

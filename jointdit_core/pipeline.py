@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from .latents import check_latent_size, image_ids, pack, unpack
 from .model import JointDiT
 from .sampler import BranchLevels, SamplerStep, check_mask, plan_sampling, sample, seeded_noise
+from .windows import WindowSettings, windowed_velocity
 
 
 @torch.no_grad()
@@ -35,6 +36,7 @@ def generate(
     depth_mask: Tensor | None = None,
     callback: Callable[[SamplerStep], None] | None = None,
     progress: bool = True,
+    windows: WindowSettings | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Sample P rgb/depth latent pairs.
 
@@ -65,7 +67,11 @@ def generate(
             "depth_estimation" with ``depth_latent`` and a ``depth_mask`` of 1 where the depth is missing).
             A masked branch needs its latent; its kept part is returned exactly (see
             :func:`~jointdit_core.sampler.sample` for the blending). Resize pixel masks to the latent size first.
-        callback: per-step :class:`SamplerStep` (after the update); progress: show a tqdm bar.
+        callback: per-step :class:`SamplerStep` (after the update; its latents are packed tokens without
+            ``windows``, (P, 16, H/8, W/8) with them); progress: show a tqdm bar.
+        windows: window sampling (:mod:`~jointdit_core.windows`) of a latent larger than the model's
+            window, e.g. a panorama (``wrap=True`` for 360 degrees); the schedule is shifted by one
+            window's token count. None: the whole latent at once.
     Returns:
         (rgb latents, depth latents), each (P, 16, H/8, W/8) float32 on the model's device.
     Raises:
@@ -94,25 +100,37 @@ def generate(
     device, dtype = param.device, param.dtype
     conditions = [(c_txt.to(device, dtype).expand(pairs, -1, -1), c_y.to(device, dtype).expand(pairs, -1)) for c_txt, c_y in conditions]
     schedule = "flux_shifted" if schedule == "shifted" else schedule
-    plan = plan_sampling(task, steps=steps, schedule=schedule, token_count=(height // 2) * (width // 2), levels=levels)
+    grid = None if windows is None else windows.grid(height, width)
+    window_h, window_w = (height, width) if grid is None else grid.size
+    plan = plan_sampling(task, steps=steps, schedule=schedule, token_count=(window_h // 2) * (window_w // 2), levels=levels)
     plan.check_latents(rgb_latent is not None, depth_latent is not None)
-    noise_rgb, noise_depth = (pack(n) for n in seeded_noise(seed, (pairs, channels, height, width), dtype=dtype, device=device))
-    clean = [None if z is None else pack(z.to(device, dtype)) for z in (rgb_latent, depth_latent)]
+    layout = pack if grid is None else (lambda z: z)  # windows cut image-layout latents; each window is packed when evaluated
+    noise_rgb, noise_depth = (layout(n) for n in seeded_noise(seed, (pairs, channels, height, width), dtype=dtype, device=device))
+    clean = [None if z is None else layout(z.to(device, dtype)) for z in (rgb_latent, depth_latent)]
     masks = {}
     for name, mask in (("rgb", rgb_mask), ("depth", depth_mask)):
         if mask is not None:
             full = torch.empty((pairs, channels, height, width), device=device, dtype=dtype)
-            masks[f"{name}_mask"] = pack(check_mask(mask, full, name).expand_as(full))
-    ids = image_ids(pairs, height, width, device=device, dtype=dtype)
+            masks[f"{name}_mask"] = layout(check_mask(mask, full, name).expand_as(full))
     g = torch.full((pairs,), guidance, device=device, dtype=dtype)
 
     def velocity(x_rgb, x_depth, t_rgb, t_depth):
-        (v_rgb, v_depth), *uncond = [model.velocity(x_rgb, x_depth, t_rgb, t_depth, ids, c_txt, c_y, g, asw_strength=asw_strength) for c_txt, c_y in conditions]
+        rows = x_rgb.shape[0] // pairs  # windows per call (window-major rows), 1 without windows
+        ids = image_ids(pairs * rows, window_h, window_w, device=device, dtype=dtype)
+        tiled = [(c_txt, c_y, g) if rows == 1 else (c_txt.repeat(rows, 1, 1), c_y.repeat(rows, 1), g.repeat(rows)) for c_txt, c_y in conditions]
+        (v_rgb, v_depth), *uncond = [
+            model.velocity(x_rgb, x_depth, t_rgb, t_depth, ids, c_txt, c_y, c_g, asw_strength=asw_strength) for c_txt, c_y, c_g in tiled
+        ]
         if not uncond:
             return v_rgb, v_depth
         u_rgb, u_depth = uncond[0]
         return u_rgb + cfg * (v_rgb - u_rgb), u_depth + cfg * (v_depth - u_depth)
 
+    def window_velocity(x_rgb, x_depth, t_rgb, t_depth):
+        v_rgb, v_depth = velocity(pack(x_rgb), pack(x_depth), t_rgb, t_depth)
+        return unpack(v_rgb, window_h, window_w), unpack(v_depth, window_h, window_w)
+
+    sampled = velocity if grid is None else windowed_velocity(window_velocity, grid, windows.per_batch)
     bar = tqdm(total=plan.steps, desc=f"JointDiT {plan.task}", disable=not progress)
 
     def on_step(step: SamplerStep):
@@ -121,7 +139,9 @@ def generate(
             callback(step)
 
     try:
-        x_rgb, x_depth = sample(velocity, plan.rgb_sigmas, plan.depth_sigmas, noise_rgb, noise_depth, *clean, callback=on_step, **masks)
+        x_rgb, x_depth = sample(sampled, plan.rgb_sigmas, plan.depth_sigmas, noise_rgb, noise_depth, *clean, callback=on_step, **masks)
     finally:
         bar.close()
-    return unpack(x_rgb, height, width).float(), unpack(x_depth, height, width).float()
+    if grid is None:
+        x_rgb, x_depth = unpack(x_rgb, height, width), unpack(x_depth, height, width)
+    return x_rgb.float(), x_depth.float()

@@ -25,6 +25,7 @@ import torch
 from comfy_api.latest import io
 
 from jointdit_core.sampler import SCHEDULES, TASKS, BranchLevels, keep_unmasked, plan_sampling, sample, seeded_noise
+from jointdit_core.windows import WindowSettings, windowed_velocity, windows_per_call
 from .model_patch import RUN_KEY, JointRun, jointdit_info
 from .node_options import advanced, schema_options
 
@@ -72,6 +73,7 @@ def sample_joint(
     callback=None,
     rgb_mask: torch.Tensor | None = None,
     depth_mask: torch.Tensor | None = None,
+    windows: WindowSettings | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample P rgb/depth pairs with a MODEL patched by LoadJointDiT.
 
@@ -90,6 +92,9 @@ def sample_joint(
         rgb_mask, depth_mask: (P or 1, 1 or 16, h, w) masks in latent space (1 = regenerate, 0 = keep that
             branch's clean latent), see :func:`jointdit_core.sampler.sample`; the kept part of the output is
             exactly the given LATENT (blended again in VAE space after ComfyUI's ``process_latent_out``).
+        windows: window sampling (:mod:`jointdit_core.windows`): every step evaluates the model window by
+            window through the same guider (so LoRAs, fp8, ControlNets ... apply to each window; a ControlNet
+            hint is scaled to each window, not cut) and blends the velocities. None: the whole latent at once.
     Returns:
         (rgb, depth) latents (P, 16, h, w) float32 in VAE space, on ComfyUI's intermediate device.
     Raises:
@@ -103,8 +108,10 @@ def sample_joint(
     for name, cond in (("positive", positive), ("negative", negative)):
         if cond is not None and _cond_batch(cond) not in (1, pairs):
             raise ValueError(f"{name} conditioning has batch {_cond_batch(cond)}; it must be 1 or the number of pairs ({pairs})")
+    grid = None if windows is None else windows.grid(noise_rgb.shape[-2], noise_rgb.shape[-1])
+    per_call = 1 if grid is None else windows_per_call(len(grid.windows), windows.per_batch)
     patched = model.clone()
-    patched.model_options["transformer_options"][RUN_KEY] = JointRun(pairs, float(asw_strength))
+    patched.model_options["transformer_options"][RUN_KEY] = JointRun(pairs * per_call, float(asw_strength))
     guider = comfy.samplers.CFGGuider(patched)
     guider.inner_set_conds({"positive": positive} if negative is None else {"positive": positive, "negative": negative})
     guider.set_cfg(cfg)
@@ -117,9 +124,11 @@ def sample_joint(
     def body(velocity, noise, sampler_callback):
         device = noise.device
 
-        def velocity_fn(x_rgb, x_depth, s_rgb, s_depth):
+        def joint_velocity(x_rgb, x_depth, s_rgb, s_depth):
             v = velocity(torch.cat([x_rgb, x_depth]), torch.cat([s_rgb, s_depth]))
-            return v[:pairs], v[pairs:]
+            return v[: len(x_rgb)], v[len(x_rgb) :]
+
+        velocity_fn = joint_velocity if grid is None else windowed_velocity(joint_velocity, grid, windows.per_batch)
 
         def step_callback(step):
             if sampler_callback is None:
@@ -256,13 +265,14 @@ def _sigma_list(sigmas) -> list[float] | None:
 def run_joint_sampler(
     model, positive, task: str, seed: int, steps: int, image=None, depth=None, *, negative=None, schedule: str = "flux_shifted",
     cfg: float = 1.0, asw_strength: float = 1.0, levels: tuple[BranchLevels, BranchLevels] | None = None,
-    rgb_sigmas=None, depth_sigmas=None, shape: tuple[int, int, int, int] | None = None,
+    rgb_sigmas=None, depth_sigmas=None, shape: tuple[int, int, int, int] | None = None, windows: WindowSettings | None = None,
 ) -> io.NodeOutput:
     """What both sampler nodes do: check the LATENT inputs, plan both branches, sample, return (rgb, depth) LATENTs.
 
     The size and batch come from the image LATENT (else the depth LATENT, else ``shape``, the
     (P, 16, h, w) of an old workflow's width/height/batch_size). ``levels`` are the (rgb, depth) levels
-    of task "custom". The plan is :func:`jointdit_core.sampler.plan_sampling`'s.
+    of task "custom". The plan is :func:`jointdit_core.sampler.plan_sampling`'s, shifted by one window's token
+    count with ``windows``.
 
     Raises:
         ValueError: a LATENT that is not usable (see :func:`latent_samples`), a latent the task needs but that is
@@ -277,7 +287,8 @@ def run_joint_sampler(
         steps=steps, schedule=schedule, levels=levels if task == "custom" else None,
         rgb_sigmas=_sigma_list(rgb_sigmas), depth_sigmas=_sigma_list(depth_sigmas),
     )
-    plan = plan_sampling(task, token_count=256 if shape is None else (shape[2] // 2) * (shape[3] // 2), **plan_options)
+    window_hw = None if shape is None else (shape[2], shape[3]) if windows is None else windows.grid(shape[2], shape[3]).size
+    plan = plan_sampling(task, token_count=256 if shape is None else (window_hw[0] // 2) * (window_hw[1] // 2), **plan_options)
     for branch, needs, z, source in (
         ("rgb", plan.needs_rgb_latent, image_z, "an image LATENT (VAEEncode) to 'image'"),
         ("depth", plan.needs_depth_latent, depth_z, "a depth LATENT (EncodeDepth) to 'depth'"),
@@ -299,7 +310,7 @@ def run_joint_sampler(
         image_z if plan.needs_rgb_latent or image_mask is not None else None,
         depth_z if plan.needs_depth_latent or depth_mask is not None else None,
         negative=negative, cfg=cfg, asw_strength=asw_strength, seed=seed, rgb_mask=image_mask, depth_mask=depth_mask,
-        callback=latent_preview.prepare_callback(model, plan.steps),
+        callback=latent_preview.prepare_callback(model, plan.steps), windows=windows,
     )
     return io.NodeOutput({"samples": rgb}, {"samples": depth_out})
 

@@ -255,3 +255,37 @@ def test_a_map_too_small_for_a_triangle_says_so_instead_of_raise_edge_threshold(
     assert "edge_threshold" not in str(info.value)
     save_glb(tmp_path / "x.glb", lifted, content="points")
 
+
+
+def test_equirectangular_sphere_of_known_radius_lifts_to_that_radius_with_a_closed_seam():
+    h, w, radius = 16, 32, 2.5
+    image = np.zeros((h, w, 3), np.uint8)
+    lifted = lift_rgbd(image, np.ones((h, w)), near=radius, far=4 * radius, normalize=False, projection="equirectangular", edge_threshold=0.03)
+    points = lifted.points.astype(np.float64)
+    np.testing.assert_allclose(np.linalg.norm(points, axis=1), radius, rtol=1e-6)
+    assert lifted.projection == "equirectangular" and lifted.fov_degrees == 360.0
+    # longitude 0 / latitude 0 (between the middle pixels) lies straight ahead along -z; up is +y
+    ahead = points.reshape(h, w, 3)[h // 2 - 1 : h // 2 + 1, w // 2 - 1 : w // 2 + 1].mean(axis=(0, 1))
+    np.testing.assert_allclose(ahead / np.linalg.norm(ahead), [0, 0, -1], atol=1e-9)
+    assert points.reshape(h, w, 3)[0, :, 1].min() > 0.99 * radius * np.cos(np.pi / (2 * h))
+    # every row of cells is closed around the sphere, the seam (column W-1 to column 0) included
+    faces = lifted.faces
+    assert len(faces) == 2 * (h - 1) * w
+    columns = lifted.pixels[faces] % w
+    seam = (columns == 0).any(axis=1) & (columns == w - 1).any(axis=1)
+    assert seam.sum() == 2 * (h - 1)
+    # counter-clockwise seen from the centre: every normal points back at the viewer inside
+    a, b, c = (points[faces[:, k]] for k in range(3))
+    assert (np.einsum("ij,ij->i", np.cross(b - a, c - a), (a + b + c) / 3) < 0).all()
+
+
+def test_equirectangular_edges_cut_the_seam_like_any_column():
+    h, w = 8, 16
+    distance = np.ones((h, w))
+    distance[:, -1] = 0.2  # a near object on the last column: its triangles to both neighbours are cut
+    lifted = lift_rgbd(np.zeros((h, w, 3)), distance, kind="depth", near=1.0, far=5.0, projection="equirectangular", edge_threshold=0.1)
+    columns = lifted.pixels[lifted.faces] % w
+    assert not ((columns == w - 1).any(axis=1) & ((columns == 0) | (columns == w - 2)).any(axis=1)).any()
+    assert len(lifted.faces) == 2 * (h - 1) * (w - 2)
+    with pytest.raises(ValueError, match="projection must be one of"):
+        lift_rgbd(np.zeros((h, w, 3)), distance, projection="fisheye")

@@ -17,6 +17,7 @@ Test modules import their helpers from here: this folder has no conftest.py, so 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
@@ -160,3 +161,23 @@ def load_pack() -> SimpleNamespace:
             schedules=importlib.import_module("jointdit_core.schedules"),
         ),
     )
+
+
+@contextlib.contextmanager
+def recorded_progress():
+    """Within the block every ``comfy.utils.ProgressBar.update_absolute`` call is recorded as (value, total) in the
+    yielded list (all updates a node makes: newer ComfyUI throttles what reaches the frontend's hook)."""
+    import comfy.utils
+
+    seen = []
+    update_absolute = comfy.utils.ProgressBar.update_absolute
+
+    def spy(bar, value, total=None, preview=None):
+        seen.append((value, total))
+        return update_absolute(bar, value, total, preview)
+
+    comfy.utils.ProgressBar.update_absolute = spy
+    try:
+        yield seen
+    finally:
+        comfy.utils.ProgressBar.update_absolute = update_absolute

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from comfyui_harness import REPO, load_pack
+from comfyui_harness import REPO, load_pack, recorded_progress
 from PIL import Image
 from test_comfyui_golden import addon_checkpoint, conditioning, tiny  # noqa: F401  (fixtures)
 
@@ -85,23 +85,12 @@ def test_official_size_one_member_equals_the_joint_sampler_path(pack, nodes, gol
 
 def test_progress_counts_every_member_and_cancel_stops(pack, nodes, golden, tiny):
     import comfy.model_management as mm
-    import comfy.utils
 
     estimation, _ = nodes
     tensors, meta = golden
     _, patched, _ = tiny
-    seen = []  # every update the node makes (newer ComfyUI throttles what reaches the frontend's hook)
-    update_absolute = comfy.utils.ProgressBar.update_absolute
-
-    def spy(bar, value, total=None, preview=None):
-        seen.append((value, total))
-        return update_absolute(bar, value, total, preview)
-
-    comfy.utils.ProgressBar.update_absolute = spy
-    try:
+    with recorded_progress() as seen:
         estimation.JointDiTDepthEstimation.execute(patched, LinearVAE(), _photo(64, 48), 64, 3, 0, 2, "mean", "turbo", positive=conditioning(tensors, meta))
-    finally:
-        comfy.utils.ProgressBar.update_absolute = update_absolute
     assert [v for v, _ in seen] == list(range(1, 7)) and {t for _, t in seen} == {6}
     mm.interrupt_current_processing(True)
     try:

@@ -1,0 +1,227 @@
+"""Window sampling (panoramas) on the demo world: wide depth estimation, the 360-degree seam, the cost.
+
+    python -m rgbd_world.evaluate_windows --scenes 8 --steps 10
+    python -m rgbd_world.evaluate_windows --figure docs/panorama.png   # the README's 360-degree picture
+
+Prints three tables (Markdown):
+
+1. **Wide depth estimation.** Held-out scenes rendered 4x wider than the model's 64 px (64 x 256, the
+   native focal length, so each 64 px window sees what the model was trained on; exact z-depth). The depth
+   is estimated (a) in windows of 64 px with 32 px overlap and (b) by resizing the photo to 64 x 64 and
+   the disparity back (what a sampler without windows does). AbsRel / delta1 after the usual disparity
+   alignment (:func:`rgbd_world.metrics.evaluate_disparity`), and the disagreement of overlapping windows
+   before blending: the mean |difference| of neighbouring windows' clean-depth estimates
+   (``x - sigma * v``, latent space) over their overlap, relative to the mean |estimate| there, averaged
+   over the steps (and at the last step).
+2. **360-degree seam.** Joint generation of 64 x 256 RGB-D from the test captions, windows of 64 px with
+   32 px overlap, with and without ``wrap``: the mean |difference| between the first and last column over the
+   mean |difference| of neighbouring columns elsewhere (1 = the seam is like any column step), for the latents,
+   and for rgb / disparity decoded plainly and with the latent padded circularly before decoding (pixels:
+   compared with the steps between two latent columns, where the seam lies).
+3. **Cost.** Model evaluations per step against the window count for a few widths.
+"""
+
+from __future__ import annotations
+
+import argparse
+from unittest import mock
+
+import numpy as np
+import torch
+
+import jointdit_core.pipeline as pipeline
+from jointdit_core.windows import WindowSettings, plan_windows, windows_per_call
+
+from jointdit_core.images import model_to_uint8, uint8_to_model
+
+from .metrics import evaluate_disparity
+from .scenes import HFOV_DEG, Camera, _camera_basis, _shade, camera_rays, rng_for, sample_spec, scene, split_indices
+from .stack import DEPTH_ESTIMATION_PROMPT, _decode, _decode_disparity, _encode, load_stack
+
+NATIVE = 64  # the demo model's resolution (pixels)
+pipeline_windowed_velocity = pipeline.windowed_velocity  # the real one, wrapped by WindowSpy while generate runs
+
+
+def render_wide(index: int, height: int = NATIVE, width: int = 4 * NATIVE, supersample: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Scene ``index`` seen by a camera ``width`` px wide with the native focal length (a wider field of view).
+
+    Returns (rgb uint8 (H, W, 3), z-depth float32 (H, W) in metres, exact per pixel), shaded as
+    :func:`rgbd_world.scenes.render` does.
+    """
+    spec = sample_spec(rng_for(index))
+    focal = (NATIVE / 2) / np.tan(np.deg2rad(HFOV_DEG) / 2)
+    cam = Camera(np.array([0.0, spec.camera_height, 0.0]), _camera_basis(spec.camera_pitch), float(focal), width, height)
+    _, depth, _ = _shade(spec, cam, camera_rays(cam, 1).reshape(-1, 3))
+    colour, _, _ = _shade(spec, cam, camera_rays(cam, supersample).reshape(-1, 3))
+    colour = colour.reshape(height, supersample, width, supersample, 3).mean(axis=(1, 3))
+    rgb = np.round(np.clip(colour, 0, 1) ** (1 / 1.6) * 255).astype(np.uint8)
+    return rgb, depth.astype(np.float32).reshape(height, width)
+
+
+class WindowSpy:
+    """Records each window's clean-depth estimate ``x - sigma * v`` (windows evaluated one per call, in grid order)."""
+
+    def __init__(self):
+        self.estimates: list[torch.Tensor] = []
+        self.grid = None
+
+    def windowed_velocity(self, velocity_fn, grid, windows_per_batch=1):
+        self.grid = grid
+
+        def spy(x_rgb, x_depth, t_rgb, t_depth):
+            v_rgb, v_depth = velocity_fn(x_rgb, x_depth, t_rgb, t_depth)
+            self.estimates.append((x_depth - t_depth.view(-1, 1, 1, 1) * v_depth).detach().clone())
+            return v_rgb, v_depth
+
+        return pipeline_windowed_velocity(spy, grid, 1)
+
+    def disagreement(self) -> tuple[float, float]:
+        """(mean over steps, last step) of the relative disagreement of neighbouring windows in their overlaps."""
+        n = len(self.grid.windows)
+        per_step = []
+        for first in range(0, len(self.estimates), n):
+            windows = self.estimates[first : first + n]
+            diffs, sizes = [], []
+            for (col_a, a), (col_b, b) in zip(zip(self.grid.cols, windows), zip(self.grid.cols[1:], windows[1:])):
+                shared = col_a + self.grid.size[1] - col_b  # overlap columns: the end of a, the start of b
+                diffs.append((a[..., -shared:] - b[..., :shared]).abs().mean())
+                sizes.append(0.5 * (a[..., -shared:].abs().mean() + b[..., :shared].abs().mean()))
+            per_step.append(float(torch.stack(diffs).mean() / torch.stack(sizes).mean()))
+        return float(np.mean(per_step)), per_step[-1]
+
+
+def _estimate(stack, rgb: np.ndarray, steps: int, seed: int, windows: WindowSettings | None) -> np.ndarray:
+    txt, y = stack.text.encode([DEPTH_ESTIMATION_PROMPT])
+    z = _encode(stack, uint8_to_model(rgb[None]))
+    _, z_depth = pipeline.generate(stack.model, txt, y, "depth_estimation", rgb_latent=z, seed=seed, steps=steps, guidance=stack.guidance,
+                                   asw_strength=stack.asw_strength, progress=False, windows=windows)
+    return _decode_disparity(stack, z_depth)[0]
+
+
+def _resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    t = torch.from_numpy(np.asarray(x, np.float32))
+    t = t.permute(2, 0, 1)[None] if t.ndim == 3 else t[None, None]
+    out = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    return (out.permute(1, 2, 0) if x.ndim == 3 else out[0]).numpy()
+
+
+def wide_depth_table(stack, scenes: int, steps: int, overlap: int) -> list[str]:
+    windows = WindowSettings((NATIVE // 8, NATIVE // 8), overlap // 8)
+    rows = {"windows": [], "resize": []}
+    agree = []
+    for k, index in enumerate(split_indices("test")[:scenes]):
+        rgb, depth = render_wide(index)
+        spy = WindowSpy()
+        with mock.patch.object(pipeline, "windowed_velocity", spy.windowed_velocity):
+            rows["windows"].append(evaluate_disparity(_estimate(stack, rgb, steps, k, windows), depth))
+        agree.append(spy.disagreement())
+        small = np.round(_resize(rgb, (NATIVE, NATIVE))).clip(0, 255).astype(np.uint8)
+        rows["resize"].append(evaluate_disparity(_resize(_estimate(stack, small, steps, k, None), depth.shape).clip(0, 1), depth))
+    lines = ["| method (64 x 256, %d scenes, %d steps) | AbsRel | delta1 | overlap disagreement (mean over steps / last step) |" % (scenes, steps),
+             "|---|---|---|---|"]
+    for name, results in rows.items():
+        abs_rel, delta1 = np.mean([r["abs_rel"] for r in results]), np.mean([r["delta1"] for r in results])
+        extra = "%.3f / %.3f" % tuple(np.mean(agree, axis=0)) if name == "windows" else "-"
+        label = f"windows of 64 px, overlap {overlap} px" if name == "windows" else "resize to 64 x 64 and back"
+        lines.append(f"| {label} | {abs_rel:.3f} | {delta1:.3f} | {extra} |")
+    return lines
+
+
+def _seam_ratio(x: np.ndarray, period: int = 1) -> float:
+    """(H, W[, C]) -> mean |col 0 - col W-1| / mean |col j - col j+1| over the other columns j + 1 divisible by
+    ``period`` (8 for decoded pixels: the seam lies between two latent columns, so it is compared with the steps
+    between latent columns, not with the smaller steps inside one)."""
+    seam = np.abs(x[:, 0] - x[:, -1]).mean()
+    inner = np.abs(np.diff(x, axis=1))[:, period - 1 :: period].mean()
+    return float(seam / inner)
+
+
+def _circular(z: torch.Tensor, columns: int) -> torch.Tensor:
+    """(..., w) latent with ``columns`` latent columns of the other edge added on each side (a 360-degree latent's wrap)."""
+    return torch.cat([z[..., -columns:], z, z[..., :columns]], dim=-1)
+
+
+def seam_table(stack, count: int, steps: int, overlap: int, pad: int = 8) -> list[str]:
+    """Seam / column-step ratios of 64 x 256 joint generation, decoded plainly and with the latent padded circularly by
+    ``pad`` latent columns (cropped after decoding: the autoencoder's own zero padding then does not make a seam)."""
+    captions = [scene(i).caption for i in split_indices("test")[:count]]
+    txt, y = stack.text.encode(captions)
+    negative = stack.text.encode([""]) if stack.cfg != 1.0 else None
+    crop = slice(8 * pad, -8 * pad)
+    lines = [f"| joint generation 64 x 256 ({count} captions, {steps} steps, cfg {stack.cfg:g}) | latent seam / column step | rgb | disparity | "
+             f"rgb, circular decode | disparity, circular decode |", "|---|---|---|---|---|---|"]
+    for wrap in (False, True):
+        windows = WindowSettings((NATIVE // 8, NATIVE // 8), overlap // 8, wrap)
+        z_rgb, z_depth = pipeline.generate(stack.model, txt, y, latent_size=(NATIVE // 8, 4 * NATIVE // 8), seed=0, steps=steps, guidance=stack.guidance,
+                                           asw_strength=stack.asw_strength, cfg=stack.cfg, negative=negative, progress=False, windows=windows)
+        latent = np.mean([_seam_ratio(z.movedim(0, -1).numpy()) for z in torch.cat([z_rgb, z_depth])])
+        ratios = []
+        for decode_pad in (0, pad):
+            rgb = model_to_uint8(_decode(stack, _circular(z_rgb, decode_pad) if decode_pad else z_rgb)).numpy().astype(np.float64) / 255
+            disparity = _decode_disparity(stack, _circular(z_depth, decode_pad) if decode_pad else z_depth)
+            if decode_pad:
+                rgb, disparity = rgb[:, :, crop], disparity[:, :, crop]
+            ratios += [np.mean([_seam_ratio(x, 8) for x in rgb]), np.mean([_seam_ratio(x, 8) for x in disparity])]
+        cells = " | ".join(f"{r:.2f}" for r in [latent] + ratios)
+        lines.append(f"| windows of 64 px, overlap {overlap} px, wrap {'on' if wrap else 'off'} | {cells} |")
+    return lines
+
+
+def cost_table(overlap: int, per_batch: int = 1) -> list[str]:
+    lines = [f"| width (px, height 64; windows 64 px, overlap {overlap} px) | windows (open / wrap) | model calls per step (windows per call {per_batch}) |",
+             "|---|---|---|"]
+    for width in (64, 128, 256, 512, 1024):
+        counts = [len(plan_windows(NATIVE // 8, width // 8, (NATIVE // 8, NATIVE // 8), overlap // 8, wrap).windows) for wrap in (False, True)]
+        calls = [-(-c // windows_per_call(c, per_batch)) for c in counts]
+        lines.append(f"| {width} | {counts[0]} / {counts[1]} | {calls[0]} / {calls[1]} |")
+    return lines
+
+
+def panorama_figure(path, caption_index: int = 3, steps: int = 20, seed: int = 0) -> None:
+    """A 360-degree RGB-D panorama (64 x 128, windows of 64 px, overlap 32 px, ``wrap``) of a test caption and four
+    views from inside its equirectangular lifting (looking ahead, right, behind, left), saved as a PNG."""
+    from PIL import Image
+
+    from jointdit_core.lift3d import lift_rgbd
+
+    from .render3d import orbit, render_mesh
+
+    stack = load_stack()
+    caption = scene(split_indices("test")[caption_index]).caption
+    txt, y = stack.text.encode([caption])
+    negative = stack.text.encode([""]) if stack.cfg != 1.0 else None
+    windows = WindowSettings((NATIVE // 8, NATIVE // 8), 4, wrap=True)
+    z_rgb, z_depth = pipeline.generate(stack.model, txt, y, latent_size=(NATIVE // 8, 2 * NATIVE // 8), seed=seed, steps=steps, guidance=stack.guidance,
+                                       asw_strength=stack.asw_strength, cfg=stack.cfg, negative=negative, progress=False, windows=windows)
+    rgb, disparity = model_to_uint8(_decode(stack, z_rgb))[0].numpy(), _decode_disparity(stack, z_depth)[0]
+    lifted = lift_rgbd(rgb, disparity, near=1.0, far=10.0, edge_threshold=0.5, projection="equirectangular")
+    views = [render_mesh(orbit(lifted.points, yaw, 0.0, np.zeros(3)), lifted.faces, lifted.colors, size=128, fov_degrees=90.0) for yaw in (0, -90, 180, 90)]
+    grey = np.repeat((disparity * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
+    top = np.concatenate([np.asarray(Image.fromarray(x).resize((256, 128), Image.NEAREST)) for x in (rgb, grey)], axis=1)
+    Image.fromarray(np.concatenate([top, np.concatenate(views, axis=1)], axis=0)).save(path, optimize=True)
+    print(f"{path}: {caption!r}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenes", type=int, default=8, help="held-out scenes for the depth table and captions for the seam table")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--overlap", type=int, default=32, help="window overlap in pixels (multiple of 16)")
+    parser.add_argument("--seam-only", action="store_true", help="skip the depth table")
+    parser.add_argument("--figure", help="write the 360-degree panorama picture to this PNG instead of the tables")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    if args.figure:
+        with torch.no_grad():
+            panorama_figure(args.figure, steps=args.steps)
+        return
+    stack = load_stack()
+    with torch.no_grad():
+        print("\n".join(cost_table(args.overlap)) + "\n", flush=True)
+        if not args.seam_only:
+            print("\n".join(wide_depth_table(stack, args.scenes, args.steps, args.overlap)) + "\n", flush=True)
+        print("\n".join(seam_table(stack, args.scenes, args.steps, args.overlap)) + "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
