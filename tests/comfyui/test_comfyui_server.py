@@ -384,3 +384,27 @@ def test_old_api_prompt_of_the_20_input_sampler_still_runs(server):
         paths = server.images(entry, nid)
         assert len(paths) == 2 and all(Image.open(p).size == (128, 64) for p in paths)
     assert "running an old workflow's inputs" in server.log.read_text()
+
+
+def test_a_prompt_naming_a_depth_file_outside_the_input_folder_is_refused_and_nothing_is_read(server):
+    """Over /prompt, as anyone who can reach the server would send it (issue: Load Depth read any file)."""
+    secret = server.base / "secret_depth.npy"  # beside the input folder, inside the server's base directory
+    np.save(secret, np.full((16, 16), 0.25, np.float32))
+    graph = adapted_graph("depth_completion")
+    load_depth = next(nid for nid, node in graph.items() if node["class_type"] == "JointDiTLoadDepth")
+    for name in ("../secret_depth.npy", str(secret), "..%2Fsecret_depth.npy"):
+        graph[load_depth]["inputs"]["file"] = name
+        with pytest.raises(AssertionError, match=r"-> 400: .*is refused") as refused:
+            server.queue(graph)
+        assert "Only files inside" in str(refused.value), str(refused.value)
+
+
+def test_a_one_pixel_photo_runs_through_the_shipped_depth_estimation_workflow(server):
+    """The workflows scale the photo before VAEEncode, so even a 1x1 photo reaches the VAE at a size it takes."""
+    Image.new("RGB", (1, 1), (200, 120, 40)).save(server.base / "input" / "one_pixel.png")
+    graph, save = depth_graph()
+    for node in graph.values():
+        if node["class_type"] == "LoadImage":
+            node["inputs"]["image"] = "one_pixel.png"
+    depth = _depth_png(server, server.wait(server.queue(graph)), save)
+    assert np.isfinite(depth).all()
