@@ -46,7 +46,7 @@ class TrainConfig:
     depth_model: str | None = None  # local Depth-Anything-V2 folder (transformers), for missing depth maps
 
     # --- data
-    dataset_dir: str | None = None  # images/, depth/, captions/ (see trainer/README.md)
+    dataset_dir: str | None = None  # images/, depth/, captions/ (see jointdit_trainer/README.md)
     cache_dir: str | None = None  # default: <dataset_dir>/jointdit_cache
     output_dir: str = "output"
     output_name: str = "jointdit_addons"

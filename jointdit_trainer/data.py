@@ -105,7 +105,7 @@ def scan_dataset(dataset_dir: str | Path) -> tuple[list[RawSample], list[dict]]:
     """
     root = Path(dataset_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} does not exist")
+        raise FileNotFoundError(f"dataset folder {root} does not exist; set dataset_dir to the folder holding images/ (and depth/, captions/)")
     image_dir = _first_dir(root, IMAGE_DIRS)
     if image_dir is None:
         raise FileNotFoundError(f"{root} has no images/ folder; put the training images in {root / 'images'}")
