@@ -70,6 +70,8 @@ class TrainConfig:
     max_train_steps: int | None = None  # overrides max_train_epochs when set
     mixed_precision: str = "bf16"  # "bf16" | "fp16" | "no"
     gradient_checkpointing: bool = True
+    fp8_base: bool = False  # frozen base weights stored as scaled float8_e4m3fn, cast per layer (kohya's --fp8_base)
+    blocks_to_swap: int = 0  # keep the last N base blocks in CPU memory, copied per layer when used (kohya's --blocks_to_swap)
     guidance_scale: float = 1.0
     caption_dropout: float = 0.1
     max_grad_norm: float = 0.0  # 0 = no clipping (official)
@@ -116,6 +118,8 @@ class TrainConfig:
         for name in ("resolution", "train_batch_size", "gradient_accumulation_steps", "t5_max_length", "sample_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.blocks_to_swap < 0:
+            raise ValueError(f"blocks_to_swap must be >= 0 (0 = every base block stays on the accelerator), got {self.blocks_to_swap}")
         if self.lr_warmup_steps < 0 or self.lr_decay_steps < 0:
             raise ValueError(f"lr_warmup_steps and lr_decay_steps must be >= 0, got {self.lr_warmup_steps} and {self.lr_decay_steps}")
         if self.uts_normal_shift <= 0 or self.uts_small_shift <= 0:

@@ -292,7 +292,10 @@ def setup(cfg: TrainConfig, accelerator) -> TrainingRun:
     optimizer = Adafactor(
         list(model.addons.parameters()), lr=cfg.learning_rate, scale_parameter=False, relative_step=False, warmup_init=False
     )
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    if cfg.blocks_to_swap and (accelerator.num_processes > 1 or _is_sharded(accelerator)):
+        raise ValueError("blocks_to_swap works in a single process; set it to 0 for multi-GPU or FSDP/DeepSpeed runs")
+    placed = cfg.blocks_to_swap == 0  # swapped blocks stay in CPU memory: accelerate must not move the model
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader, device_placement=[placed, True, True])
     steps_per_epoch = math.ceil(len(loader) / cfg.gradient_accumulation_steps)
     max_steps = cfg.max_train_steps or cfg.max_train_epochs * steps_per_epoch
     if cfg.lr_decay_steps > max_steps:
@@ -336,7 +339,8 @@ def load_data(cfg: TrainConfig, accelerator) -> tuple[CachedPairs, EpochSampler,
 
 def build_model(cfg: TrainConfig, cache_manifest: dict, device, base_dtype: torch.dtype):
     """The JointDiT with the frozen base (``base_dtype``) and float32 addons started as the official trainer
-    starts them; returns ``(model, flux_config)``.
+    starts them; returns ``(model, flux_config)``. With ``fp8_base`` or ``blocks_to_swap`` the base is loaded
+    in CPU memory and placed by :func:`~jointdit_trainer.frozen_base.place_frozen_base`.
 
     Raises:
         ValueError: no ``flux_path``, or a cache whose widths do not fit the base model.
@@ -347,7 +351,8 @@ def build_model(cfg: TrainConfig, cache_manifest: dict, device, base_dtype: torc
 
     if not cfg.flux_path:
         raise ValueError("set flux_path (the base Flux transformer in the BFL layout, flux1-dev.safetensors)")
-    state, fcfg = load_flux_weights(cfg.flux_path, device=device, dtype=base_dtype)
+    low_memory = cfg.fp8_base or cfg.blocks_to_swap > 0
+    state, fcfg = load_flux_weights(cfg.flux_path, device="cpu" if low_memory else device, dtype=base_dtype)
     for what, have, want in (
         ("latent channels x4", 4 * cache_manifest["latent_shape"][0], fcfg.in_channels),
         ("T5 width", cache_manifest["t5_shape"][1], fcfg.context_in_dim),
@@ -364,6 +369,10 @@ def build_model(cfg: TrainConfig, cache_manifest: dict, device, base_dtype: torc
     model.addons.reset_parameters_official()
     model.addons.to(device=device, dtype=torch.float32)
     model.freeze_base()
+    if low_memory:
+        from .frozen_base import place_frozen_base
+
+        place_frozen_base(model.base, device, cfg.fp8_base, cfg.blocks_to_swap)
     model.set_gradient_checkpointing(cfg.gradient_checkpointing)
     model.train()
     return model, fcfg
