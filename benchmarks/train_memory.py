@@ -1,7 +1,7 @@
 """Benchmark: training-step memory of JointDiT at FLUX.1-dev size, planned and (on a GPU) measured.
 
     python benchmarks/train_memory.py --table                    # the planner's table for FLUX.1-dev (CPU, seconds)
-    python benchmarks/train_memory.py --measure --pairs 4 --resolution 512 --fp8-base --blocks-to-swap 40
+    python benchmarks/train_memory.py --measure --pairs 4 --resolution 512 --fp8-base --fused-backward --blocks-to-swap 40
                                                                  # on a CUDA GPU: random FLUX.1-dev-sized weights
 
 ``--measure`` runs ``--steps`` trainer steps (the trainer's loss, Adafactor, gradient checkpointing) on
@@ -13,6 +13,7 @@ on the CPU with the tests' tiny model (timing only), to check the script.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -31,22 +32,22 @@ TINY = (FluxConfig(in_channels=64, vec_in_dim=16, context_in_dim=32, hidden_size
 
 
 def table(budget_gib: float = 24.0) -> None:
-    """Planner rows for FLUX.1-dev: 512/1024, batch 1/4, bf16/fp8 base, 0 and N swapped blocks (N: fewest that fit)."""
+    """Planner rows for FLUX.1-dev: 512/1024, batch 1/4, bf16/fp8 base, optimizer step after / fused into the
+    backward, 0 and N swapped blocks (N: the fewest that fit the budget, else the most there can be)."""
     c, ranks = FluxConfig(), LoraRanks()
-    fits = {(s.resolution, s.pairs, s.fp8_base): s.blocks_to_swap for s, _ in fitting_settings(c, ranks, budget_gib * GIB, batches=(1, 4))}
-    print(f"| resolution | pairs | base | swapped blocks | base on GPU | addons + grads + Adafactor | activations (est.) | peak | fits 16 / {budget_gib:g} GiB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for resolution in (512, 1024):
-        for pairs in (1, 4):
-            for fp8 in (False, True):
-                for swap in sorted({0, fits.get((resolution, pairs, fp8), c.depth + c.depth_single_blocks - 1)}):
-                    parts = memory_parts(c, ranks, Settings(resolution, pairs, fp8, swap))
-                    base = sum(n for name, n in parts if name.startswith("base"))
-                    train = sum(n for name, n in parts if name.startswith(("addon", "Adafactor")))
-                    act = sum(n for name, n in parts if name.startswith("activations"))
-                    peak = base + train + act
-                    print(f"| {resolution} | {pairs} | {'fp8' if fp8 else 'bf16'} | {swap} | {base / GIB:.1f} | {train / GIB:.1f} | "
-                          f"{act / GIB:.1f} | {peak / GIB:.1f} | {'yes' if peak <= 16 * GIB else 'no'} / {'yes' if peak <= budget_gib * GIB else 'no'} |")
+    found = fitting_settings(c, ranks, budget_gib * GIB, batches=(1, 4))
+    fits = {(s.resolution, s.pairs, s.fp8_base, s.fused_backward): s.blocks_to_swap for s, _ in found}
+    print(f"| resolution | pairs | base | fused backward | swapped blocks | base on GPU | addons + grads + Adafactor | activations (est.) | peak | fits 16 / {budget_gib:g} GiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for resolution, pairs, fp8, fused in itertools.product((512, 1024), (1, 4), (False, True), (False, True)):
+        for swap in sorted({0, fits.get((resolution, pairs, fp8, fused), c.depth + c.depth_single_blocks - 1)}):
+            parts = memory_parts(c, ranks, Settings(resolution, pairs, fp8, swap, fused_backward=fused))
+            base = sum(n for name, n in parts if name.startswith("base"))
+            train = sum(n for name, n in parts if name.startswith(("addon", "Adafactor")))
+            act = sum(n for name, n in parts if name.startswith("activations"))
+            peak = base + train + act
+            print(f"| {resolution} | {pairs} | {'fp8' if fp8 else 'bf16'} | {'yes' if fused else 'no'} | {swap} | {base / GIB:.1f} | {train / GIB:.1f} | "
+                  f"{act / GIB:.1f} | {peak / GIB:.1f} | {'yes' if peak <= 16 * GIB else 'no'} / {'yes' if peak <= budget_gib * GIB else 'no'} |")
     off = base_weight_placement(c, torch.bfloat16, True, 56)
     print(f"\n(fp8 base with 56 blocks swapped keeps {sum(off.cpu.values()) / GIB:.1f} GiB of base weights in CPU memory)")
 
@@ -57,7 +58,7 @@ def measure(args) -> None:
 
     from jointdit_trainer.config import TrainConfig
     from jointdit_trainer.frozen_base import place_frozen_base
-    from jointdit_trainer.train import flow_matching_loss
+    from jointdit_trainer.train import flow_matching_loss, fuse_optimizer_step
 
     c, ranks = TINY if args.preset == "tiny" else (FluxConfig(), LoraRanks())
     device = torch.device(args.device)
@@ -70,6 +71,8 @@ def measure(args) -> None:
     model.set_gradient_checkpointing(True)
     model.train()
     optimizer = Adafactor(list(model.addons.parameters()), lr=1e-5, scale_parameter=False, relative_step=False, warmup_init=False)
+    if args.fused_backward:
+        fuse_optimizer_step(list(model.addons.parameters()), optimizer)
     side, tokens = args.resolution // 8, args.t5_tokens
     batch = {"image_latent": torch.randn(args.pairs, c.in_channels // 4, side, side), "depth_latent": torch.randn(args.pairs, c.in_channels // 4, side, side),
              "t5": torch.randn(args.pairs, tokens, c.context_in_dim), "clip_pooled": torch.randn(args.pairs, c.vec_in_dim)}
@@ -88,10 +91,10 @@ def measure(args) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    planned = sum(n for _, n in memory_parts(c, ranks, Settings(args.resolution, args.pairs, args.fp8_base, args.blocks_to_swap), t5_tokens=tokens))
+    planned = sum(n for _, n in memory_parts(c, ranks, Settings(args.resolution, args.pairs, args.fp8_base, args.blocks_to_swap, fused_backward=args.fused_backward), t5_tokens=tokens))
     step = statistics.median(times[1:]) if len(times) > 1 else times[0]
     peak = f"{torch.cuda.max_memory_allocated(device) / GIB:.2f} GiB" if device.type == "cuda" else "n/a on CPU"
-    print(f"{args.preset} {args.pairs} pair(s) {args.resolution}px fp8_base={args.fp8_base} blocks_to_swap={args.blocks_to_swap} "
+    print(f"{args.preset} {args.pairs} pair(s) {args.resolution}px fp8_base={args.fp8_base} fused={args.fused_backward} blocks_to_swap={args.blocks_to_swap} "
           f"on {device}: {step:.3f} s/step (median of {max(1, len(times) - 1)}), peak {peak}, planner {planned / GIB:.2f} GiB")
 
 
@@ -107,6 +110,7 @@ def main() -> None:
     parser.add_argument("--t5-tokens", type=int, default=512)
     parser.add_argument("--fp8-base", action="store_true")
     parser.add_argument("--blocks-to-swap", type=int, default=0)
+    parser.add_argument("--fused-backward", action="store_true")
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
     if args.table:

@@ -71,6 +71,7 @@ class TrainConfig:
     mixed_precision: str = "bf16"  # "bf16" | "fp16" | "no"
     gradient_checkpointing: bool = True
     fp8_base: bool = False  # frozen base weights stored as scaled float8_e4m3fn, cast per layer (kohya's --fp8_base)
+    fused_backward_pass: bool = False  # update each addon as soon as its gradient is done, then free it (kohya's --fused_backward_pass)
     blocks_to_swap: int = 0  # keep the last N base blocks in CPU memory, copied per layer when used (kohya's --blocks_to_swap)
     guidance_scale: float = 1.0
     caption_dropout: float = 0.1
@@ -120,6 +121,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.blocks_to_swap < 0:
             raise ValueError(f"blocks_to_swap must be >= 0 (0 = every base block stays on the accelerator), got {self.blocks_to_swap}")
+        if self.fused_backward_pass and (self.gradient_accumulation_steps != 1 or self.max_grad_norm > 0):
+            raise ValueError("fused_backward_pass updates each weight during the backward: it needs gradient_accumulation_steps = 1 and max_grad_norm = 0")
         if self.lr_warmup_steps < 0 or self.lr_decay_steps < 0:
             raise ValueError(f"lr_warmup_steps and lr_decay_steps must be >= 0, got {self.lr_warmup_steps} and {self.lr_decay_steps}")
         if self.uts_normal_shift <= 0 or self.uts_small_shift <= 0:

@@ -7,7 +7,8 @@ Counted exactly from the model's sizes (closed form over :class:`~jointdit_core.
   float8_e4m3fn (1 byte) plus one float32 scale each, biases and norm scales in the base dtype; with
   ``blocks_to_swap`` N the linear weights and biases of the last N blocks in CPU memory, plus on the
   accelerator the next swapped block copied ahead and one layer's weight in the compute dtype;
-* addon weights and their gradients (float32, the optimizer's master copy);
+* addon weights and their gradients (float32, the optimizer's master copy); with ``fused_backward_pass``
+  one gradient at a time, the largest;
 * Adafactor's state (transformers' ``Adafactor`` without momentum: a row and a column second-moment
   vector per matrix, a full one per vector, and a scalar ``RMS`` per parameter; float32).
 
@@ -216,6 +217,7 @@ class Settings:
     fp8_base: bool
     blocks_to_swap: int
     checkpointing: bool = True
+    fused_backward: bool = False
 
 
 def memory_parts(c: FluxConfig, ranks: LoraRanks, s: Settings, base_dtype=torch.bfloat16, t5_tokens: int = 512) -> list[tuple[str, int]]:
@@ -227,7 +229,9 @@ def memory_parts(c: FluxConfig, ranks: LoraRanks, s: Settings, base_dtype=torch.
     parts = [(f"base: {k}", v) for k, v in place.resident.items()]
     if place.swap_buffers:
         parts.append(("base: block copied ahead + one layer in the compute dtype", place.swap_buffers))
-    parts += [("addon weights (float32)", addon_bytes), ("addon gradients (float32)", addon_bytes),
+    grads = 4 * max(math.prod(x) for x in addons) if s.fused_backward else addon_bytes
+    parts += [("addon weights (float32)", addon_bytes),
+              ("addon gradients (float32" + (", one at a time: fused backward pass)" if s.fused_backward else ")"), grads),
               ("Adafactor state (float32)", adafactor_state_bytes(addons)),
               (f"activations, {s.pairs} pair(s) at {s.resolution}px ({'with' if s.checkpointing else 'without'} checkpointing; estimate)",
                activation_bytes(c, ranks, s.resolution, s.pairs, t5_tokens, s.checkpointing, compute))]
@@ -240,14 +244,14 @@ def peak_bytes(c: FluxConfig, ranks: LoraRanks, s: Settings, base_dtype=torch.bf
 
 def fitting_settings(c: FluxConfig, ranks: LoraRanks, budget_bytes: float, base_dtype=torch.bfloat16, t5_tokens: int = 512,
                      resolutions=(512, 1024), batches=(1, 2, 4)) -> list[tuple[Settings, int]]:
-    """For each resolution, batch and base storage (as configured, fp8), the fewest swapped blocks that fit
-    ``budget_bytes`` with gradient checkpointing: ``[(settings, peak bytes)]``; combinations that fit with
-    no number of swapped blocks are left out."""
+    """For each resolution, batch, base storage (as configured, fp8) and optimizer step (after the backward,
+    fused into it), the fewest swapped blocks that fit ``budget_bytes`` with gradient checkpointing:
+    ``[(settings, peak bytes)]``; combinations that fit with no number of swapped blocks are left out."""
     blocks = c.depth + c.depth_single_blocks
     found = []
-    for resolution, pairs, fp8 in itertools.product(resolutions, batches, (False, True)):
+    for resolution, pairs, fp8, fused in itertools.product(resolutions, batches, (False, True), (False, True)):
         for swap in range(blocks):
-            s = Settings(resolution, pairs, fp8, swap)
+            s = Settings(resolution, pairs, fp8, swap, fused_backward=fused)
             peak = peak_bytes(c, ranks, s, base_dtype, t5_tokens)
             if peak <= budget_bytes:
                 found.append((s, peak))
@@ -274,12 +278,13 @@ def print_plan(cfg, budget_gb: float, out=None) -> int:
     c, source = _config_of(cfg)
     ranks = LoraRanks(**cfg.lora_ranks)
     base_dtype = BASE_DTYPES[cfg.mixed_precision]
-    s = Settings(cfg.resolution, cfg.train_batch_size, cfg.fp8_base, cfg.blocks_to_swap, cfg.gradient_checkpointing)
+    s = Settings(cfg.resolution, cfg.train_batch_size, cfg.fp8_base, cfg.blocks_to_swap, cfg.gradient_checkpointing, cfg.fused_backward_pass)
     parts = memory_parts(c, ranks, s, base_dtype, cfg.t5_max_length)
     place = base_weight_placement(c, base_dtype, s.fp8_base, s.blocks_to_swap)
     print(f"model: {source}; LoRA ranks {ranks.to_dict()}; T5 tokens {cfg.t5_max_length}", file=out)
     print(f"configured: {s.pairs} pair(s) at {s.resolution}x{s.resolution}, base {cfg.mixed_precision}"
-          f"{' stored fp8' if s.fp8_base else ''}, {s.blocks_to_swap} block(s) swapped, checkpointing {'on' if s.checkpointing else 'off'}", file=out)
+          f"{' stored fp8' if s.fp8_base else ''}, {s.blocks_to_swap} block(s) swapped, checkpointing {'on' if s.checkpointing else 'off'}"
+          f"{', fused backward pass' if s.fused_backward else ''}", file=out)
     for name, n in parts:
         print(f"  {n / GIB:8.2f} GiB  {name}", file=out)
     peak = sum(n for _, n in parts)
@@ -289,6 +294,6 @@ def print_plan(cfg, budget_gb: float, out=None) -> int:
     fits = peak <= budget_gb * GIB
     print(f"\n{'fits' if fits else 'does NOT fit'} in {budget_gb:g} GiB. Settings that fit (gradient checkpointing on, fewest swapped blocks):", file=out)
     for f, p in fitting_settings(c, ranks, budget_gb * GIB, base_dtype, cfg.t5_max_length):
-        print(f"  {f.resolution}x{f.resolution} batch {f.pairs}: fp8_base = {str(f.fp8_base).lower()}, blocks_to_swap = {f.blocks_to_swap}"
-              f"  -> {p / GIB:.1f} GiB", file=out)
+        print(f"  {f.resolution}x{f.resolution} batch {f.pairs}: fp8_base = {str(f.fp8_base).lower()}, "
+              f"fused_backward_pass = {str(f.fused_backward).lower()}, blocks_to_swap = {f.blocks_to_swap}  -> {p / GIB:.1f} GiB", file=out)
     return 0 if fits else 1

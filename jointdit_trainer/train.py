@@ -292,8 +292,11 @@ def setup(cfg: TrainConfig, accelerator) -> TrainingRun:
     optimizer = Adafactor(
         list(model.addons.parameters()), lr=cfg.learning_rate, scale_parameter=False, relative_step=False, warmup_init=False
     )
-    if cfg.blocks_to_swap and (accelerator.num_processes > 1 or _is_sharded(accelerator)):
-        raise ValueError("blocks_to_swap works in a single process; set it to 0 for multi-GPU or FSDP/DeepSpeed runs")
+    for name in ("blocks_to_swap", "fused_backward_pass"):
+        if getattr(cfg, name) and (accelerator.num_processes > 1 or _is_sharded(accelerator)):
+            raise ValueError(f"{name} works in a single process; turn it off for multi-GPU or FSDP/DeepSpeed runs")
+    if cfg.fused_backward_pass:
+        fuse_optimizer_step(list(model.addons.parameters()), optimizer)
     placed = cfg.blocks_to_swap == 0  # swapped blocks stay in CPU memory: accelerate must not move the model
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader, device_placement=[placed, True, True])
     steps_per_epoch = math.ceil(len(loader) / cfg.gradient_accumulation_steps)
@@ -307,6 +310,24 @@ def setup(cfg: TrainConfig, accelerator) -> TrainingRun:
         generator=torch.Generator().manual_seed(cfg.seed * 1000 + accelerator.process_index),
         steps_per_epoch=steps_per_epoch, max_steps=max_steps, base_dtype=base_dtype,
     )
+
+
+def fuse_optimizer_step(params: list[torch.nn.Parameter], optimizer) -> None:
+    """Update each parameter as soon as its gradient is complete and free that gradient (kohya's
+    ``--fused_backward_pass``), so at most one addon gradient exists at a time instead of all of them.
+
+    ``optimizer.step()`` updates only parameters that hold a gradient, and during the backward only the
+    one whose hook fires does, so each update is the one the unfused step would make (Adafactor without
+    ``scale_parameter``/``relative_step`` updates every tensor on its own; no clipping, no accumulation).
+    The training loop's own ``optimizer.step()`` then finds no gradient and does nothing.
+    """
+
+    def step(param: torch.Tensor) -> None:
+        optimizer.step()
+        param.grad = None
+
+    for param in params:
+        param.register_post_accumulate_grad_hook(step)
 
 
 def load_data(cfg: TrainConfig, accelerator) -> tuple[CachedPairs, EpochSampler, Any]:

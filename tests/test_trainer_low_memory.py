@@ -88,3 +88,30 @@ def test_place_frozen_base_keeps_the_last_blocks_linears_on_the_cpu():
     assert base.img_in.weight.device.type == "meta" and base.final_layer.linear.weight.device.type == "meta"
     with pytest.raises(ValueError, match=r"blocks_to_swap must be in 0..1 \(this base has 2 blocks\), got 2"):
         place_frozen_base(Flux(TINY_FLUX), "cpu", blocks_to_swap=2)
+
+
+def test_fused_backward_pass_gives_exactly_the_unfused_losses_and_weights(setup):
+    root, values = setup
+    common = dict(mixed_precision="no", max_train_steps=6, gradient_checkpointing=True)
+    plain, plain_w = run(values, root / "unfused", **common)
+    fused, fused_w = run(values, root / "fused", fused_backward_pass=True, blocks_to_swap=1, **common)
+    assert [r["loss"] for r in plain] == [f["loss"] for f in fused]
+    for key in plain_w:
+        assert torch.equal(plain_w[key], fused_w[key]), key
+    with pytest.raises(ValueError, match="fused_backward_pass .* needs gradient_accumulation_steps = 1"):
+        load_config(overrides=["fused_backward_pass=true", "gradient_accumulation_steps=2"])
+
+
+def test_fused_step_updates_during_the_backward_and_frees_the_gradients():
+    from transformers.optimization import Adafactor
+
+    from jointdit_trainer.train import fuse_optimizer_step
+
+    torch.manual_seed(0)
+    layers = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 1))
+    before = [p.detach().clone() for p in layers.parameters()]
+    optimizer = Adafactor(list(layers.parameters()), lr=1e-2, scale_parameter=False, relative_step=False, warmup_init=False)
+    fuse_optimizer_step(list(layers.parameters()), optimizer)
+    layers(torch.randn(4, 8)).square().sum().backward()
+    assert all(p.grad is None for p in layers.parameters())
+    assert all(not torch.equal(b, p) for b, p in zip(before, layers.parameters()))

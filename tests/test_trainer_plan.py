@@ -61,6 +61,8 @@ def test_flux_dev_sized_bytes_equal_the_meta_model():
     assert [tuple(p.shape) for p in addons] == addon_shapes(FluxConfig(), LoraRanks())
     parts = dict(memory_parts(FluxConfig(), LoraRanks(), Settings(512, 1, False, 0)))
     assert parts["addon weights (float32)"] == parts["addon gradients (float32)"] == tensor_bytes(addons)
+    fused = dict(memory_parts(FluxConfig(), LoraRanks(), Settings(512, 1, False, 0, fused_backward=True)))
+    assert fused["addon gradients (float32, one at a time: fused backward pass)"] == max(tensor_bytes([p]) for p in addons)
     for p in addons:
         p.grad = torch.empty_like(p)
     optimizer = Adafactor(addons, lr=1e-5, scale_parameter=False, relative_step=False, warmup_init=False)
@@ -106,4 +108,4 @@ def test_plan_command_prints_parts_and_fitting_settings(tmp_path):
     text = out.getvalue()
     assert "FLUX.1-dev sizes" in text and "float8_e4m3fn linear weights" in text and "in CPU memory" in text
     assert ("fits in 24 GiB" in text) == (code == 0)
-    assert "512x512 batch 1: fp8_base = true, blocks_to_swap =" in text
+    assert "512x512 batch 1: fp8_base = true, fused_backward_pass = true, blocks_to_swap =" in text
