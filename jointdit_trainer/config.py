@@ -51,7 +51,8 @@ class TrainConfig:
     output_dir: str = "output"
     output_name: str = "jointdit_addons"
     resolution: int = 512
-    depth_kind: str = "disparity"  # "disparity" (near = large, Depth-Anything) or "depth" (near = small)
+    depth_kind: str = "disparity"  # "disparity" (near = large, Depth-Anything), "depth" (near = small) or "kitti" (16-bit PNG metres*256, 0 = missing)
+    depth_zero_is_missing: bool = False  # 0 in a depth map = no measurement (sparse depth); always on for "kitti"
     depth_transform: str = "none"  # "none" | "inverse" (docs/method.md §6)
     t5_max_length: int = 512
     cache_dtype: str = "bf16"  # "bf16" | "fp32"
@@ -106,8 +107,8 @@ class TrainConfig:
             raise ValueError(f"depth_transform must be one of {DEPTH_TRANSFORMS}, got {self.depth_transform!r}")
         if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
             raise ValueError(f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {self.timestep_sampling!r}")
-        if self.depth_kind not in ("disparity", "depth"):
-            raise ValueError(f"depth_kind must be 'disparity' or 'depth', got {self.depth_kind!r}")
+        if self.depth_kind not in ("disparity", "depth", "kitti"):
+            raise ValueError(f"depth_kind must be 'disparity', 'depth' or 'kitti', got {self.depth_kind!r}")
         if self.mixed_precision not in ("bf16", "fp16", "no"):
             raise ValueError(f"mixed_precision must be 'bf16', 'fp16' or 'no', got {self.mixed_precision!r}")
         if self.nonfinite_loss not in ("stop", "skip"):
@@ -133,6 +134,11 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown lora_ranks keys {sorted(unknown)}; valid: {[f.name for f in fields(LoraRanks)]}")
         return self
+
+    @property
+    def sparse_depth(self) -> bool:
+        """Depth maps with missing pixels: a validity mask goes to the cache and the depth loss."""
+        return self.depth_zero_is_missing or self.depth_kind == "kitti"
 
     @property
     def resolved_cache_dir(self) -> Path:

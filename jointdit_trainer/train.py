@@ -66,8 +66,11 @@ def resolve_log_with(name: str) -> str | None:
 
 
 def collate(items: list[dict]) -> dict:
-    """Stack cached samples: latents (P, C, h, w), t5 (P, T, ctx), clip_pooled (P, vec), index (P,)."""
+    """Stack cached samples: latents (P, C, h, w), t5 (P, T, ctx), clip_pooled (P, vec), index (P,), and
+    depth_valid (P, h, w) when the cache holds sparse depth."""
     out = {k: torch.stack([it[k] for it in items]) for k in ("image_latent", "depth_latent", "t5", "clip_pooled")}
+    if "depth_valid" in items[0]:
+        out["depth_valid"] = torch.stack([it["depth_valid"] for it in items])
     out["index"] = torch.tensor([it["index"] for it in items])
     return out
 
@@ -82,7 +85,9 @@ def flow_matching_loss(model, batch: dict, empty: dict, cfg: TrainConfig, genera
         generator: CPU generator for caption dropout, timesteps and noise (in that order).
     Returns:
         ``(loss, loss_rgb, loss_depth)``: scalar float32 tensors; loss = mean squared error between the
-        predicted velocity and ``noise - x0`` over both rows.
+        predicted velocity and ``noise - x0`` over both rows (the mean of the two rows' losses). With
+        ``batch["depth_valid"]`` (sparse depth) the depth row's error is weighted per latent cell by it
+        (:func:`~jointdit_trainer.sparse_depth.masked_mean`): cells without a measurement are ignored.
     """
     from jointdit_core.latents import image_ids, pack, text_ids, unpack
 
@@ -113,7 +118,13 @@ def flow_matching_loss(model, batch: dict, empty: dict, cfg: TrainConfig, genera
         asw_strength=cfg.asw_strength,
     )
     err = (unpack(pred.float(), h, w) - target).pow(2)
-    loss_rgb, loss_depth = err[:pairs].mean(), err[pairs:].mean()
+    loss_rgb = err[:pairs].mean()
+    if "depth_valid" in batch:  # sparse depth: each latent cell weighted by its share of measured pixels
+        from .sparse_depth import masked_mean
+
+        loss_depth = masked_mean(err[pairs:], batch["depth_valid"].to(err.device))
+    else:
+        loss_depth = err[pairs:].mean()
     return (loss_rgb + loss_depth) / 2, loss_rgb.detach(), loss_depth.detach()
 
 
