@@ -33,6 +33,7 @@ import torch
 from jointdit_core.config import FluxConfig, LoraRanks
 
 GIB = 2**30
+CONTEXT_GIB = 0.75  # assumed CUDA context + cuBLAS/attention workspaces (typically 0.5-1 GiB), added when checking a budget
 DTYPE_BYTES = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
 BASE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
 
@@ -245,7 +246,7 @@ def peak_bytes(c: FluxConfig, ranks: LoraRanks, s: Settings, base_dtype=torch.bf
 def fitting_settings(c: FluxConfig, ranks: LoraRanks, budget_bytes: float, base_dtype=torch.bfloat16, t5_tokens: int = 512,
                      resolutions=(512, 1024), batches=(1, 2, 4)) -> list[tuple[Settings, int]]:
     """For each resolution, batch, base storage (as configured, fp8) and optimizer step (after the backward,
-    fused into it), the fewest swapped blocks that fit ``budget_bytes`` with gradient checkpointing:
+    fused into it), the fewest swapped blocks that fit ``budget_bytes`` (:data:`CONTEXT_GIB` added to the peak) with gradient checkpointing:
     ``[(settings, peak bytes)]``; combinations that fit with no number of swapped blocks are left out."""
     blocks = c.depth + c.depth_single_blocks
     found = []
@@ -253,7 +254,7 @@ def fitting_settings(c: FluxConfig, ranks: LoraRanks, budget_bytes: float, base_
         for swap in range(blocks):
             s = Settings(resolution, pairs, fp8, swap, fused_backward=fused)
             peak = peak_bytes(c, ranks, s, base_dtype, t5_tokens)
-            if peak <= budget_bytes:
+            if peak + CONTEXT_GIB * GIB <= budget_bytes:
                 found.append((s, peak))
                 break
     return found
@@ -288,10 +289,11 @@ def print_plan(cfg, budget_gb: float, out=None) -> int:
     for name, n in parts:
         print(f"  {n / GIB:8.2f} GiB  {name}", file=out)
     peak = sum(n for _, n in parts)
-    print(f"  {peak / GIB:8.2f} GiB  expected peak (activations estimated; add ~0.5-1 GiB of CUDA context)", file=out)
+    print(f"  {peak / GIB:8.2f} GiB  expected peak of allocated memory (activations estimated)", file=out)
+    print(f"  {CONTEXT_GIB:8.2f} GiB  assumed CUDA context and workspaces (not allocated by torch)", file=out)
     for name, n in place.cpu.items():
         print(f"  {n / GIB:8.2f} GiB  in CPU memory: {name} of {s.blocks_to_swap} swapped block(s)", file=out)
-    fits = peak <= budget_gb * GIB
+    fits = peak + CONTEXT_GIB * GIB <= budget_gb * GIB
     print(f"\n{'fits' if fits else 'does NOT fit'} in {budget_gb:g} GiB. Settings that fit (gradient checkpointing on, fewest swapped blocks):", file=out)
     for f, p in fitting_settings(c, ranks, budget_gb * GIB, base_dtype, cfg.t5_max_length):
         print(f"  {f.resolution}x{f.resolution} batch {f.pairs}: fp8_base = {str(f.fp8_base).lower()}, "
