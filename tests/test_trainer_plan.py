@@ -109,3 +109,12 @@ def test_plan_command_prints_parts_and_fitting_settings(tmp_path):
     assert "FLUX.1-dev sizes" in text and "float8_e4m3fn linear weights" in text and "in CPU memory" in text
     assert ("fits in 24 GiB" in text) == (code == 0)
     assert "512x512 batch 1: fp8_base = true, fused_backward_pass = true, blocks_to_swap =" in text
+
+
+def test_plan_subcommand_exit_status_says_whether_it_fits(capsys):
+    from jointdit_trainer.__main__ import main
+
+    assert main(["plan", "--set", "train_batch_size=1", "--budget-gb", "80"]) == 0
+    assert "fits in 80 GiB" in capsys.readouterr().out
+    assert main(["plan", "--set", "train_batch_size=1", "--budget-gb", "16"]) == 1
+    assert "does NOT fit in 16 GiB" in capsys.readouterr().out
