@@ -136,6 +136,13 @@ class TrainConfig:
         return self
 
     @property
+    def base_dtype(self):
+        """The frozen base's (and the autocast compute's) torch dtype for ``mixed_precision``."""
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}[self.mixed_precision]
+
+    @property
     def sparse_depth(self) -> bool:
         """Depth maps with missing pixels: a validity mask goes to the cache and the depth loss."""
         return self.depth_zero_is_missing or self.depth_kind == "kitti"

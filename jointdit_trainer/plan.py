@@ -8,7 +8,7 @@ Counted exactly from the model's sizes (closed form over :class:`~jointdit_core.
   ``blocks_to_swap`` N the linear weights and biases of the last N blocks in CPU memory, plus on the
   accelerator the next swapped block copied ahead and one layer's weight in the compute dtype;
 * addon weights and their gradients (float32, the optimizer's master copy); with ``fused_backward_pass``
-  one gradient at a time, the largest;
+  one gradient at a time, the largest, with the two full-size temporaries Adafactor's update of it makes;
 * Adafactor's state (transformers' ``Adafactor`` without momentum: a row and a column second-moment
   vector per matrix, a full one per vector, and a scalar ``RMS`` per parameter; float32).
 
@@ -34,8 +34,6 @@ from jointdit_core.config import FluxConfig, LoraRanks
 
 GIB = 2**30
 CONTEXT_GIB = 0.75  # assumed CUDA context + cuBLAS/attention workspaces (typically 0.5-1 GiB), added when checking a budget
-DTYPE_BYTES = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
-BASE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
 
 
 # ----------------------------------------------------------------------------- sizes in closed form
@@ -112,7 +110,7 @@ class WeightPlacement:
 def base_weight_placement(c: FluxConfig, base_dtype: torch.dtype, fp8: bool = False, blocks_to_swap: int = 0) -> WeightPlacement:
     """Where the frozen base's bytes are with :func:`~jointdit_trainer.frozen_base.place_frozen_base`'s settings."""
     shapes = base_shapes(c)
-    other = DTYPE_BYTES[base_dtype]
+    other = base_dtype.itemsize
     weight = 1 if fp8 else other
     wname = "float8_e4m3fn linear weights (+ float32 scales)" if fp8 else f"{str(base_dtype)[6:]} linear weights"
     oname = f"{str(base_dtype)[6:]} biases and norm scales"
@@ -193,7 +191,7 @@ def saved_activation_bytes(c: FluxConfig, ranks: LoraRanks, resolution: int, t5_
         model(*args, attention=_FusedAttentionCount.apply)
     per_block = [sum(n for o, n in saved.values() if o == i) for i in range(len(blocks))]
     outside = sum(n for o, n in saved.values() if o == -1)
-    block_input = 2 * (side * side + t5_tokens) * c.hidden_size * DTYPE_BYTES[dtype]
+    block_input = 2 * (side * side + t5_tokens) * c.hidden_size * dtype.itemsize
     return outside, per_block, block_input
 
 
@@ -226,16 +224,16 @@ def memory_parts(c: FluxConfig, ranks: LoraRanks, s: Settings, base_dtype=torch.
     place = base_weight_placement(c, base_dtype, s.fp8_base, s.blocks_to_swap)
     addons = addon_shapes(c, ranks)
     addon_bytes = 4 * sum(math.prod(x) for x in addons)
-    compute = torch.float32 if base_dtype == torch.float32 else base_dtype
     parts = [(f"base: {k}", v) for k, v in place.resident.items()]
     if place.swap_buffers:
         parts.append(("base: block copied ahead + one layer in the compute dtype", place.swap_buffers))
-    grads = 4 * max(math.prod(x) for x in addons) if s.fused_backward else addon_bytes
+    # fused: one gradient at a time, with Adafactor's two full-size temporaries for it (grad^2, the factored estimate)
+    grads = 3 * 4 * max(math.prod(x) for x in addons) if s.fused_backward else addon_bytes
     parts += [("addon weights (float32)", addon_bytes),
-              ("addon gradients (float32" + (", one at a time: fused backward pass)" if s.fused_backward else ")"), grads),
+              ("addon gradients (float32" + (", one at a time + 2 Adafactor temporaries: fused backward pass)" if s.fused_backward else ")"), grads),
               ("Adafactor state (float32)", adafactor_state_bytes(addons)),
               (f"activations, {s.pairs} pair(s) at {s.resolution}px ({'with' if s.checkpointing else 'without'} checkpointing; estimate)",
-               activation_bytes(c, ranks, s.resolution, s.pairs, t5_tokens, s.checkpointing, compute))]
+               activation_bytes(c, ranks, s.resolution, s.pairs, t5_tokens, s.checkpointing, base_dtype))]
     return parts
 
 
@@ -278,7 +276,7 @@ def print_plan(cfg, budget_gb: float, out=None) -> int:
     out = out or sys.stdout
     c, source = _config_of(cfg)
     ranks = LoraRanks(**cfg.lora_ranks)
-    base_dtype = BASE_DTYPES[cfg.mixed_precision]
+    base_dtype = cfg.base_dtype
     s = Settings(cfg.resolution, cfg.train_batch_size, cfg.fp8_base, cfg.blocks_to_swap, cfg.gradient_checkpointing, cfg.fused_backward_pass)
     parts = memory_parts(c, ranks, s, base_dtype, cfg.t5_max_length)
     place = base_weight_placement(c, base_dtype, s.fp8_base, s.blocks_to_swap)

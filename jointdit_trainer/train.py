@@ -296,7 +296,7 @@ def setup(cfg: TrainConfig, accelerator) -> TrainingRun:
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     dataset, sampler, loader = load_data(cfg, accelerator)
-    base_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}[cfg.mixed_precision]
+    base_dtype = cfg.base_dtype
     model, fcfg = build_model(cfg, dataset.manifest, accelerator.device, base_dtype)
     accelerator.print(f"trainable addon parameters: {sum(p.numel() for p in model.addons.parameters()):,}; "
                       f"frozen base: {sum(p.numel() for p in model.base.parameters()):,}")
