@@ -46,12 +46,13 @@ class TrainConfig:
     depth_model: str | None = None  # local Depth-Anything-V2 folder (transformers), for missing depth maps
 
     # --- data
-    dataset_dir: str | None = None  # images/, depth/, captions/ (see trainer/README.md)
+    dataset_dir: str | None = None  # images/, depth/, captions/ (see jointdit_trainer/README.md)
     cache_dir: str | None = None  # default: <dataset_dir>/jointdit_cache
     output_dir: str = "output"
     output_name: str = "jointdit_addons"
     resolution: int = 512
-    depth_kind: str = "disparity"  # "disparity" (near = large, Depth-Anything) or "depth" (near = small)
+    depth_kind: str = "disparity"  # "disparity" (near = large, Depth-Anything), "depth" (near = small) or "kitti" (16-bit PNG metres*256, 0 = missing)
+    depth_zero_is_missing: bool = False  # 0 in a depth map = no measurement (sparse depth); always on for "kitti"
     depth_transform: str = "none"  # "none" | "inverse" (docs/method.md §6)
     t5_max_length: int = 512
     cache_dtype: str = "bf16"  # "bf16" | "fp32"
@@ -70,6 +71,9 @@ class TrainConfig:
     max_train_steps: int | None = None  # overrides max_train_epochs when set
     mixed_precision: str = "bf16"  # "bf16" | "fp16" | "no"
     gradient_checkpointing: bool = True
+    fp8_base: bool = False  # frozen base weights stored as scaled float8_e4m3fn, cast per layer (kohya's --fp8_base)
+    fused_backward_pass: bool = False  # update each addon as soon as its gradient is done, then free it (kohya's --fused_backward_pass)
+    blocks_to_swap: int = 0  # keep the last N base blocks in CPU memory, copied per layer when used (kohya's --blocks_to_swap)
     guidance_scale: float = 1.0
     caption_dropout: float = 0.1
     max_grad_norm: float = 0.0  # 0 = no clipping (official)
@@ -103,8 +107,8 @@ class TrainConfig:
             raise ValueError(f"depth_transform must be one of {DEPTH_TRANSFORMS}, got {self.depth_transform!r}")
         if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
             raise ValueError(f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {self.timestep_sampling!r}")
-        if self.depth_kind not in ("disparity", "depth"):
-            raise ValueError(f"depth_kind must be 'disparity' or 'depth', got {self.depth_kind!r}")
+        if self.depth_kind not in ("disparity", "depth", "kitti"):
+            raise ValueError(f"depth_kind must be 'disparity', 'depth' or 'kitti', got {self.depth_kind!r}")
         if self.mixed_precision not in ("bf16", "fp16", "no"):
             raise ValueError(f"mixed_precision must be 'bf16', 'fp16' or 'no', got {self.mixed_precision!r}")
         if self.nonfinite_loss not in ("stop", "skip"):
@@ -116,6 +120,10 @@ class TrainConfig:
         for name in ("resolution", "train_batch_size", "gradient_accumulation_steps", "t5_max_length", "sample_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.blocks_to_swap < 0:
+            raise ValueError(f"blocks_to_swap must be >= 0 (0 = every base block stays on the accelerator), got {self.blocks_to_swap}")
+        if self.fused_backward_pass and (self.gradient_accumulation_steps != 1 or self.max_grad_norm > 0):
+            raise ValueError("fused_backward_pass updates each weight during the backward: it needs gradient_accumulation_steps = 1 and max_grad_norm = 0")
         if self.lr_warmup_steps < 0 or self.lr_decay_steps < 0:
             raise ValueError(f"lr_warmup_steps and lr_decay_steps must be >= 0, got {self.lr_warmup_steps} and {self.lr_decay_steps}")
         if self.uts_normal_shift <= 0 or self.uts_small_shift <= 0:
@@ -126,6 +134,18 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown lora_ranks keys {sorted(unknown)}; valid: {[f.name for f in fields(LoraRanks)]}")
         return self
+
+    @property
+    def base_dtype(self):
+        """The frozen base's (and the autocast compute's) torch dtype for ``mixed_precision``."""
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}[self.mixed_precision]
+
+    @property
+    def sparse_depth(self) -> bool:
+        """Depth maps with missing pixels: a validity mask goes to the cache and the depth loss."""
+        return self.depth_zero_is_missing or self.depth_kind == "kitti"
 
     @property
     def resolved_cache_dir(self) -> Path:

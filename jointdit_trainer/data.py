@@ -15,7 +15,8 @@ or one named "disparity" or "depth").
 Cache layout (written by ``python -m jointdit_trainer preprocess``)::
 
     <cache_dir>/cache.json                 manifest (resolution, shapes, depth_transform, skipped samples)
-    <cache_dir>/samples/<stem>.safetensors image_latent (C,h,w), depth_latent (C,h,w), t5 (T,ctx), clip_pooled (vec)
+    <cache_dir>/samples/<stem>.safetensors image_latent (C,h,w), depth_latent (C,h,w), t5 (T,ctx), clip_pooled (vec),
+                                           depth_valid (h,w) for sparse depth (share of measured pixels per latent cell)
     <cache_dir>/empty_prompt.safetensors   t5 (T,ctx), clip_pooled (vec): the dropped-caption condition
     <cache_dir>/sample_prompts.safetensors t5 (N,T,ctx), clip_pooled (N,vec): prompts for periodic samples
 """
@@ -105,7 +106,7 @@ def scan_dataset(dataset_dir: str | Path) -> tuple[list[RawSample], list[dict]]:
     """
     root = Path(dataset_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} does not exist")
+        raise FileNotFoundError(f"dataset folder {root} does not exist; set dataset_dir to the folder holding images/ (and depth/, captions/)")
     image_dir = _first_dir(root, IMAGE_DIRS)
     if image_dir is None:
         raise FileNotFoundError(f"{root} has no images/ folder; put the training images in {root / 'images'}")
@@ -222,6 +223,28 @@ def to_disparity(arr: np.ndarray, depth_kind: str) -> np.ndarray:
     return arr
 
 
+def load_sparse_disparity(path: Path, size: int, image_size: tuple[int, int], depth_kind: str = "disparity") -> tuple[np.ndarray, np.ndarray]:
+    """A depth file whose 0 values are missing pixels (``depth_kind`` "kitti": uint16 / 256 = metres), as
+    disparity resized and centre-cropped like the image with the missing pixels left out.
+
+    Returns:
+        ``(disparity, coverage)``: (size, size) float32 each; coverage in [0, 1] is the share of measured
+        pixels behind each output pixel (:func:`jointdit_trainer.sparse_depth.resize_with_mask`).
+    Raises:
+        ValueError: no measured pixel, aspect ratio differs from the image's, or see :func:`read_depth_array`.
+    """
+    from .sparse_depth import KITTI_DEPTH_SCALE, resize_with_mask
+
+    arr = read_depth_array(path)
+    valid = np.isfinite(arr) & (arr > 0)
+    if not valid.any():
+        raise ValueError(f"{path.name} has no measured pixel (every value is 0 or not finite)")
+    if depth_kind == "kitti":
+        arr = arr / KITTI_DEPTH_SCALE
+    disparity = np.where(valid, 1.0 / np.where(valid, arr, 1.0), 0.0) if depth_kind in ("depth", "kitti") else arr
+    return resize_with_mask(disparity.astype(np.float32), valid, image_size, size)
+
+
 def load_disparity(path: Path, size: int, image_size: tuple[int, int], depth_kind: str = "disparity") -> np.ndarray:
     """Read a depth file, bring it to the image's original size, resize and centre-crop like the image.
 
@@ -282,7 +305,8 @@ class CachedPairs(torch.utils.data.Dataset):
     """The latent cache as a dataset of pairs; broken files are found up front, reported and skipped.
 
     Each item is a dict: ``image_latent``, ``depth_latent`` (C, h, w), ``t5`` (T, ctx),
-    ``clip_pooled`` (vec), in the cache dtype, plus ``index`` (int).
+    ``clip_pooled`` (vec), in the cache dtype, ``depth_valid`` (h, w) float32 when the cache holds sparse
+    depth, plus ``index`` (int).
 
     Attributes:
         stems: usable sample stems; skipped: ``[{"stem", "reason"}]`` for files that failed checks
@@ -301,6 +325,9 @@ class CachedPairs(torch.utils.data.Dataset):
         t5 = tuple(self.manifest["t5_shape"])
         vec = (int(self.manifest["clip_dim"]),)
         expected = {"image_latent": lat, "depth_latent": lat, "t5": t5, "clip_pooled": vec}
+        self.keys = SAMPLE_KEYS + (("depth_valid",) if self.manifest.get("sparse_depth") else ())
+        if "depth_valid" in self.keys:
+            expected["depth_valid"] = lat[1:]
         self.skipped = [dict(item, stage="preprocess") for item in self.manifest.get("skipped", [])]
         self.stems = []
         for stem in self.manifest["samples"]:
@@ -341,7 +368,7 @@ class CachedPairs(torch.utils.data.Dataset):
             item = load_file(str(path))
         except Exception as exc:  # noqa: BLE001
             raise RuntimeError(f"cached sample {path} became unreadable during training: {exc}; re-run preprocess") from exc
-        out = {k: item[k] for k in SAMPLE_KEYS}
+        out = {k: item[k] for k in self.keys}
         out["index"] = index
         return out
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from jointdit_core.files import save_json_atomic, save_safetensors_atomic
 
 from .config import TrainConfig
-from .data import CACHE_VERSION, load_disparity, load_image, scan_dataset
+from .data import CACHE_VERSION, load_disparity, load_image, load_sparse_disparity, scan_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +82,23 @@ def _cache_sample(s, cfg: TrainConfig, ae, encoders, estimator, generator, store
     """
     from jointdit_core.depth import disparity_to_model_input, normalize_disparity
 
+    from .sparse_depth import latent_validity, normalize_valid
+
     x, cropped, original = load_image(s.image_path, cfg.resolution)
-    if s.depth_path is not None:
+    coverage = None
+    if s.depth_path is not None and cfg.sparse_depth:
+        disparity, coverage = load_sparse_disparity(s.depth_path, cfg.resolution, original, cfg.depth_kind)
+    elif s.depth_path is not None:
         disparity = load_disparity(s.depth_path, cfg.resolution, original, cfg.depth_kind)
     elif estimator is not None:
         disparity = estimator(cropped)
     else:
         raise ValueError("no depth map in depth/ and no depth_model set to predict one")
-    d01 = normalize_disparity(torch.from_numpy(np.array(disparity, dtype=np.float32))[None])
+    disparity = torch.from_numpy(np.array(disparity, dtype=np.float32))
+    if coverage is None:
+        d01 = normalize_disparity(disparity[None])
+    else:
+        d01 = normalize_valid(disparity, torch.from_numpy(coverage) > 0)[None]
     depth_in = disparity_to_model_input(d01, cfg.depth_transform)[0]
     with torch.no_grad():
         lat = ae.encode(torch.stack([x, depth_in]).to(generator.device), sample=cfg.latent_sample, generator=generator)
@@ -97,8 +106,12 @@ def _cache_sample(s, cfg: TrainConfig, ae, encoders, estimator, generator, store
         raise ValueError("the autoencoder produced NaN/inf latents")
     caption = s.caption if s.caption is not None else ""
     t5, pooled = encoders.encode([caption])
+    tensors = {"image_latent": lat[0].to(store), "depth_latent": lat[1].to(store), "t5": t5[0].to(store), "clip_pooled": pooled[0].to(store)}
+    if cfg.sparse_depth:  # maps from depth_model (or dense ones) count as fully measured
+        full = torch.ones(disparity.shape) if coverage is None else torch.from_numpy(coverage)
+        tensors["depth_valid"] = latent_validity(full, ae.config.downscale).contiguous()
     save_safetensors_atomic(
-        {"image_latent": lat[0].to(store), "depth_latent": lat[1].to(store), "t5": t5[0].to(store), "clip_pooled": pooled[0].to(store)},
+        tensors,
         cache_dir / "samples" / f"{s.stem}.safetensors",
         metadata={"caption": caption, "image": s.image_path.name},
     )
@@ -129,6 +142,7 @@ def _cache_manifest(cfg: TrainConfig, ae, encoders, done: list[str], skipped: li
         "clip_dim": encoders.pooled_dim,
         "depth_transform": cfg.depth_transform,
         "depth_kind": cfg.depth_kind,
+        "sparse_depth": cfg.sparse_depth,
         "latent_sample": cfg.latent_sample,
         "cache_dtype": cfg.cache_dtype,
         "ae": Path(cfg.ae_path).name,

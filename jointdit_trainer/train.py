@@ -66,8 +66,11 @@ def resolve_log_with(name: str) -> str | None:
 
 
 def collate(items: list[dict]) -> dict:
-    """Stack cached samples: latents (P, C, h, w), t5 (P, T, ctx), clip_pooled (P, vec), index (P,)."""
+    """Stack cached samples: latents (P, C, h, w), t5 (P, T, ctx), clip_pooled (P, vec), index (P,), and
+    depth_valid (P, h, w) when the cache holds sparse depth."""
     out = {k: torch.stack([it[k] for it in items]) for k in ("image_latent", "depth_latent", "t5", "clip_pooled")}
+    if "depth_valid" in items[0]:
+        out["depth_valid"] = torch.stack([it["depth_valid"] for it in items])
     out["index"] = torch.tensor([it["index"] for it in items])
     return out
 
@@ -82,7 +85,9 @@ def flow_matching_loss(model, batch: dict, empty: dict, cfg: TrainConfig, genera
         generator: CPU generator for caption dropout, timesteps and noise (in that order).
     Returns:
         ``(loss, loss_rgb, loss_depth)``: scalar float32 tensors; loss = mean squared error between the
-        predicted velocity and ``noise - x0`` over both rows.
+        predicted velocity and ``noise - x0`` over both rows (the mean of the two rows' losses). With
+        ``batch["depth_valid"]`` (sparse depth) the depth row's error is weighted per latent cell by it
+        (:func:`~jointdit_trainer.sparse_depth.masked_mean`): cells without a measurement are ignored.
     """
     from jointdit_core.latents import image_ids, pack, text_ids, unpack
 
@@ -113,7 +118,13 @@ def flow_matching_loss(model, batch: dict, empty: dict, cfg: TrainConfig, genera
         asw_strength=cfg.asw_strength,
     )
     err = (unpack(pred.float(), h, w) - target).pow(2)
-    loss_rgb, loss_depth = err[:pairs].mean(), err[pairs:].mean()
+    loss_rgb = err[:pairs].mean()
+    if "depth_valid" in batch:  # sparse depth: each latent cell weighted by its share of measured pixels
+        from .sparse_depth import masked_mean
+
+        loss_depth = masked_mean(err[pairs:], batch["depth_valid"].to(err.device))
+    else:
+        loss_depth = err[pairs:].mean()
     return (loss_rgb + loss_depth) / 2, loss_rgb.detach(), loss_depth.detach()
 
 
@@ -285,14 +296,20 @@ def setup(cfg: TrainConfig, accelerator) -> TrainingRun:
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     dataset, sampler, loader = load_data(cfg, accelerator)
-    base_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}[cfg.mixed_precision]
+    base_dtype = cfg.base_dtype
     model, fcfg = build_model(cfg, dataset.manifest, accelerator.device, base_dtype)
     accelerator.print(f"trainable addon parameters: {sum(p.numel() for p in model.addons.parameters()):,}; "
                       f"frozen base: {sum(p.numel() for p in model.base.parameters()):,}")
     optimizer = Adafactor(
         list(model.addons.parameters()), lr=cfg.learning_rate, scale_parameter=False, relative_step=False, warmup_init=False
     )
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    for name in ("blocks_to_swap", "fused_backward_pass"):
+        if getattr(cfg, name) and (accelerator.num_processes > 1 or _is_sharded(accelerator)):
+            raise ValueError(f"{name} works in a single process; turn it off for multi-GPU or FSDP/DeepSpeed runs")
+    if cfg.fused_backward_pass:
+        fuse_optimizer_step(list(model.addons.parameters()), optimizer)
+    placed = cfg.blocks_to_swap == 0  # swapped blocks stay in CPU memory: accelerate must not move the model
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader, device_placement=[placed, True, True])
     steps_per_epoch = math.ceil(len(loader) / cfg.gradient_accumulation_steps)
     max_steps = cfg.max_train_steps or cfg.max_train_epochs * steps_per_epoch
     if cfg.lr_decay_steps > max_steps:
@@ -304,6 +321,24 @@ def setup(cfg: TrainConfig, accelerator) -> TrainingRun:
         generator=torch.Generator().manual_seed(cfg.seed * 1000 + accelerator.process_index),
         steps_per_epoch=steps_per_epoch, max_steps=max_steps, base_dtype=base_dtype,
     )
+
+
+def fuse_optimizer_step(params: list[torch.nn.Parameter], optimizer) -> None:
+    """Update each parameter as soon as its gradient is complete and free that gradient (kohya's
+    ``--fused_backward_pass``), so at most one addon gradient exists at a time instead of all of them.
+
+    ``optimizer.step()`` updates only parameters that hold a gradient, and during the backward only the
+    one whose hook fires does, so each update is the one the unfused step would make (Adafactor without
+    ``scale_parameter``/``relative_step`` updates every tensor on its own; no clipping, no accumulation).
+    The training loop's own ``optimizer.step()`` then finds no gradient and does nothing.
+    """
+
+    def step(param: torch.Tensor) -> None:
+        optimizer.step()
+        param.grad = None
+
+    for param in params:
+        param.register_post_accumulate_grad_hook(step)
 
 
 def load_data(cfg: TrainConfig, accelerator) -> tuple[CachedPairs, EpochSampler, Any]:
@@ -336,7 +371,8 @@ def load_data(cfg: TrainConfig, accelerator) -> tuple[CachedPairs, EpochSampler,
 
 def build_model(cfg: TrainConfig, cache_manifest: dict, device, base_dtype: torch.dtype):
     """The JointDiT with the frozen base (``base_dtype``) and float32 addons started as the official trainer
-    starts them; returns ``(model, flux_config)``.
+    starts them; returns ``(model, flux_config)``. With ``fp8_base`` or ``blocks_to_swap`` the base is loaded
+    in CPU memory and placed by :func:`~jointdit_trainer.frozen_base.place_frozen_base`.
 
     Raises:
         ValueError: no ``flux_path``, or a cache whose widths do not fit the base model.
@@ -347,7 +383,8 @@ def build_model(cfg: TrainConfig, cache_manifest: dict, device, base_dtype: torc
 
     if not cfg.flux_path:
         raise ValueError("set flux_path (the base Flux transformer in the BFL layout, flux1-dev.safetensors)")
-    state, fcfg = load_flux_weights(cfg.flux_path, device=device, dtype=base_dtype)
+    low_memory = cfg.fp8_base or cfg.blocks_to_swap > 0
+    state, fcfg = load_flux_weights(cfg.flux_path, device="cpu" if low_memory else device, dtype=base_dtype)
     for what, have, want in (
         ("latent channels x4", 4 * cache_manifest["latent_shape"][0], fcfg.in_channels),
         ("T5 width", cache_manifest["t5_shape"][1], fcfg.context_in_dim),
@@ -364,6 +401,10 @@ def build_model(cfg: TrainConfig, cache_manifest: dict, device, base_dtype: torc
     model.addons.reset_parameters_official()
     model.addons.to(device=device, dtype=torch.float32)
     model.freeze_base()
+    if low_memory:
+        from .frozen_base import place_frozen_base
+
+        place_frozen_base(model.base, device, cfg.fp8_base, cfg.blocks_to_swap)
     model.set_gradient_checkpointing(cfg.gradient_checkpointing)
     model.train()
     return model, fcfg

@@ -65,6 +65,26 @@ def test_config_errors_say_what_is_wrong(tmp_path):
     assert main(["train", "--set", "timestep_sampling=balanced"]) == 2
 
 
+def test_first_mistakes_get_one_line_errors(tmp_path, capsys):
+    assert main(["train"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train needs a config file: add --config FILE" in err
+    missing = tmp_path / "no_such_folder"
+    assert main(["preprocess", "--set", f"dataset_dir={missing}", "--set", "ae_path=ae.safetensors"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"preprocess stopped: dataset folder {missing} does not exist; set dataset_dir" in err
+    assert "Traceback" not in err
+
+
+def test_example_config_paths_exist():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    text = (repo / "jointdit_trainer" / "example_config.toml").read_text()
+    named = {w.strip("(),") for w in text.split() if "/" in w and w.strip("(),").endswith((".py", ".toml", ".md"))}
+    assert named and all((repo / n).is_file() for n in named), named
+
+
 class RecordingModel:
     """Stands in for JointDiT: records its inputs and returns ``velocity(img, t)``."""
 
