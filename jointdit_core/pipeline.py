@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from .latents import check_latent_size, image_ids, pack, unpack
 from .model import JointDiT
 from .sampler import BranchLevels, SamplerStep, check_mask, plan_sampling, sample, seeded_noise
+from .step_cache import JointStepCache, denoising_branches, pair_chunk
 
 
 @torch.no_grad()
@@ -35,6 +36,7 @@ def generate(
     depth_mask: Tensor | None = None,
     callback: Callable[[SamplerStep], None] | None = None,
     progress: bool = True,
+    cache: JointStepCache | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Sample P rgb/depth latent pairs.
 
@@ -66,6 +68,10 @@ def generate(
             A masked branch needs its latent; its kept part is returned exactly (see
             :func:`~jointdit_core.sampler.sample` for the blending). Resize pixel masks to the latent size first.
         callback: per-step :class:`SamplerStep` (after the update); progress: show a tqdm bar.
+        cache: a :class:`~jointdit_core.step_cache.JointStepCache` (the joint-aware step cache); it is
+            started for this run's denoising branches (held branches never decide), one chunk per
+            condition (CFG's two passes keep separate residuals). Afterwards its ``computed`` /
+            ``reused`` count the model calls. None: every step is computed.
     Returns:
         (rgb latents, depth latents), each (P, 16, H/8, W/8) float32 on the model's device.
     Raises:
@@ -106,8 +112,18 @@ def generate(
     ids = image_ids(pairs, height, width, device=device, dtype=dtype)
     g = torch.full((pairs,), guidance, device=device, dtype=dtype)
 
+    if cache is not None:
+        cache.start(denoising_branches(plan.rgb_sigmas, plan.depth_sigmas))
+
+    def one_condition(key, c_txt, c_y, x_rgb, x_depth, t_rgb, t_depth):
+        if cache is None:
+            return model.velocity(x_rgb, x_depth, t_rgb, t_depth, ids, c_txt, c_y, g, asw_strength=asw_strength)
+        compute = lambda: torch.cat(model.velocity(x_rgb, x_depth, t_rgb, t_depth, ids, c_txt, c_y, g, asw_strength=asw_strength))  # noqa: E731
+        v = cache(compute, torch.cat([x_rgb, x_depth]), torch.cat([t_rgb, t_depth]), [pair_chunk(pairs, key, device)])
+        return v[:pairs], v[pairs:]
+
     def velocity(x_rgb, x_depth, t_rgb, t_depth):
-        (v_rgb, v_depth), *uncond = [model.velocity(x_rgb, x_depth, t_rgb, t_depth, ids, c_txt, c_y, g, asw_strength=asw_strength) for c_txt, c_y in conditions]
+        (v_rgb, v_depth), *uncond = [one_condition(i, c_txt, c_y, x_rgb, x_depth, t_rgb, t_depth) for i, (c_txt, c_y) in enumerate(conditions)]
         if not uncond:
             return v_rgb, v_depth
         u_rgb, u_depth = uncond[0]

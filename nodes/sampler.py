@@ -25,6 +25,7 @@ import torch
 from comfy_api.latest import io
 
 from jointdit_core.sampler import SCHEDULES, TASKS, BranchLevels, keep_unmasked, plan_sampling, sample, seeded_noise
+from jointdit_core.step_cache import denoising_branches
 from .model_patch import RUN_KEY, JointRun, jointdit_info
 from .node_options import advanced, schema_options
 
@@ -104,7 +105,7 @@ def sample_joint(
         if cond is not None and _cond_batch(cond) not in (1, pairs):
             raise ValueError(f"{name} conditioning has batch {_cond_batch(cond)}; it must be 1 or the number of pairs ({pairs})")
     patched = model.clone()
-    patched.model_options["transformer_options"][RUN_KEY] = JointRun(pairs, float(asw_strength))
+    patched.model_options["transformer_options"][RUN_KEY] = JointRun(pairs, float(asw_strength), denoising_branches(rgb_sigmas, depth_sigmas))
     guider = comfy.samplers.CFGGuider(patched)
     guider.inner_set_conds({"positive": positive} if negative is None else {"positive": positive, "negative": negative})
     guider.set_cfg(cfg)
