@@ -37,6 +37,7 @@ def generate(
     callback: Callable[[SamplerStep], None] | None = None,
     progress: bool = True,
     cache: JointStepCache | None = None,
+    zero_depth_noise: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Sample P rgb/depth latent pairs.
 
@@ -72,6 +73,9 @@ def generate(
             started for this run's denoising branches (held branches never decide), one chunk per
             condition (CFG's two passes keep separate residuals). Afterwards its ``computed`` /
             ``reused`` count the model calls. None: every step is computed.
+        zero_depth_noise: start the depth branch from zeros instead of Gaussian noise (at its start sigma):
+            with one step of depth estimation a deterministic predictor, as E2E-FT's single step
+            (Garcia et al., "Fine-Tuning Image-Conditional Diffusion Models is Easier than You Think", WACV 2025).
     Returns:
         (rgb latents, depth latents), each (P, 16, H/8, W/8) float32 on the model's device.
     Raises:
@@ -103,6 +107,8 @@ def generate(
     plan = plan_sampling(task, steps=steps, schedule=schedule, token_count=(height // 2) * (width // 2), levels=levels)
     plan.check_latents(rgb_latent is not None, depth_latent is not None)
     noise_rgb, noise_depth = (pack(n) for n in seeded_noise(seed, (pairs, channels, height, width), dtype=dtype, device=device))
+    if zero_depth_noise:
+        noise_depth = torch.zeros_like(noise_depth)
     clean = [None if z is None else pack(z.to(device, dtype)) for z in (rgb_latent, depth_latent)]
     masks = {}
     for name, mask in (("rgb", rgb_mask), ("depth", depth_mask)):
