@@ -115,9 +115,9 @@ class JointDiTDepthEstimation(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip="Seed of member 1; member k uses seed + k - 1."),
                 io.Int.Input("steps", default=20, min=1, max=1000, tooltip="Euler steps per member (official 20; on the demo world 2-4 steps "
                              "score better than 20, README 'Few steps'). Replaced by a preset other than custom."),
-                io.Combo.Input("preset", options=list(PRESETS), default="custom", tooltip=_PRESET_TIP),
                 io.Combo.Input("reduction", options=list(REDUCTIONS), default="median", tooltip="How the aligned members are combined (Marigold: median)."),
                 io.Combo.Input("colormap", options=list(COLORMAPS), default="turbo", tooltip="Colours of the 'colormap' output."),
+                io.Combo.Input("preset", options=list(PRESETS), default="custom", optional=True, tooltip=_PRESET_TIP),  # optional: older API prompts lack it
                 io.Conditioning.Input("positive", optional=True, tooltip="Prompt; official: ' ' (a single space). Without it, 'clip' encodes ' '."),
                 io.Clip.Input("clip", optional=True, tooltip="FLUX.1 text encoders, used to encode the official prompt ' ' when 'positive' is not connected."),
             ],

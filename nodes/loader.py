@@ -76,6 +76,7 @@ class LoadJointDiT(io.ComfyNode):
                     "weight_dtype",
                     options=list(WEIGHT_DTYPES),
                     default="default",
+                    optional=True,  # older API prompts lack it
                     tooltip="How the addon weights are kept in memory: default = as in the file (bf16 official, 4.7 GB); "
                     "fp8_e4m3fn / fp8_e5m2 = half of that, computed in the model's dtype (as UNETLoader's weight_dtype).",
                 ),

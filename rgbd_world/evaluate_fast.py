@@ -85,13 +85,13 @@ def evaluate_cache(count: int, thresholds: list[float], tasks: list[str], steps:
     return {"rows": rows, "settings": {"count": count, "steps": steps, "variant": stack.variant, "cfg": stack.cfg, "agreement_steps": AGREEMENT_STEPS}}
 
 
-def evaluate_fewstep(count: int, steps_list: list[int], ensemble: int, model_dir=DEFAULT_MODEL_DIR) -> dict:
+def evaluate_fewstep(count: int, steps_list: list[int], ensemble: int, schedules=("flux_shifted", "linear"), model_dir=DEFAULT_MODEL_DIR) -> dict:
     stack = load_stack(model_dir, None)
     scenes = held_out_scenes(count, size=stack.manifest["resolution"])
     rgb = np.stack([s.rgb for s in scenes])
     depths = [s.depth for s in scenes]
     rows = []
-    for schedule in ("flux_shifted", "linear"):
+    for schedule in schedules:
         for steps in steps_list:
             t0 = time.time()
             members = np.stack([depth_estimation(stack, rgb, steps=steps, seed=MEMBER_SEED_STRIDE * k, schedule=schedule) for k in range(ensemble)])
@@ -131,13 +131,14 @@ def main(argv=None):
     p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 3, 4, 6, 10, 20])
     p.add_argument("--ensemble", type=int, default=4)
+    p.add_argument("--schedules", nargs="+", choices=["flux_shifted", "linear"], default=["flux_shifted", "linear"])
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     if a.what == "cache":
         result = evaluate_cache(a.count, a.thresholds, a.tasks)
         print(cache_table(result))
     else:
-        result = evaluate_fewstep(a.count, a.steps, a.ensemble)
+        result = evaluate_fewstep(a.count, a.steps, a.ensemble, a.schedules)
         print(fewstep_table(result))
     if a.json:
         write_json(a.json, result)
