@@ -43,14 +43,15 @@ class CacheSettings:
             last computed step is below this (0 = never skip; EasyCache's default is 0.2).
         start_percent, end_percent: caching is allowed while a branch's sigma is in
             ``(1 - end_percent, 1 - start_percent]``, i.e. on the part of that branch's own 1 -> 0
-            noise range between the two percentages. Values in [0, 1], start <= end.
+            noise range between the two percentages. Values in [0, 1], start <= end; default the whole
+            range (the first two computed steps of a run measure the rate and are never skipped).
     Raises:
         ValueError: a negative threshold or percentages outside [0, 1] or in the wrong order.
     """
 
     threshold: float = 0.0
-    start_percent: float = 0.15
-    end_percent: float = 0.95
+    start_percent: float = 0.0
+    end_percent: float = 1.0
 
     def __post_init__(self):
         if not self.threshold >= 0:
