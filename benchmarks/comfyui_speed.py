@@ -36,6 +36,8 @@ VARIANTS = ("flux", "joint", "joint+cache", "joint+compile", "joint fp8 base", "
 PRESETS = {
     # FLUX.1-dev at 1024x1024: 128x128 latent (4096 image tokens), 512 T5 tokens
     "flux-dev": dict(flux=dict(hidden_size=3072, num_heads=24, depth=19, depth_single_blocks=38), latent=128, txt_tokens=512, steps=20),
+    # FLUX.1-dev width (hidden 3072, 24 heads) with 1 + 1 blocks, 32x32 latent, 32 T5 tokens, 6 steps: per-step costs on a CPU
+    "cpu-flux-width": dict(flux=dict(hidden_size=3072, num_heads=24, depth=1, depth_single_blocks=1), latent=32, txt_tokens=32, steps=6),
     # small: hidden 256 (2 heads of 128), 2 + 2 blocks, 16x16 latent, 16 T5 tokens, 3 steps
     "cpu": dict(flux=dict(hidden_size=256, num_heads=2, depth=2, depth_single_blocks=2), latent=16, txt_tokens=16, steps=3),
 }
