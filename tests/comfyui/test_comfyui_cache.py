@@ -140,3 +140,20 @@ def test_cache_node_needs_a_jointdit_model(pack, tiny, cache_module):  # noqa: F
     plain, _ = tiny
     with pytest.raises(ValueError, match="Load JointDiT"):
         cache_module.JointDiTCache.execute(plain, 0.1, 0.0, 1.0)
+
+
+def test_an_interrupted_run_leaves_no_state_behind(pack, golden, tiny, cache_module):  # noqa: F811
+    """A run stopped mid-way (ComfyUI's cancel raises inside the sampler) does not leak into the next run."""
+    _, patched = tiny
+    model = _cached(cache_module, patched, 5.0)
+    kwargs = {"rgb_sigmas": STEPS, "depth_sigmas": STEPS}
+    fresh = sample(pack, golden, _cached(cache_module, patched, 5.0), **kwargs)
+
+    def cancel(step, *args):
+        if step == 3:
+            raise KeyboardInterrupt("cancelled")
+
+    with pytest.raises(KeyboardInterrupt):
+        sample(pack, golden, model, callback=cancel, **kwargs)
+    assert cache_module.STATE_KEY not in model.model_options["transformer_options"]
+    assert torch.equal(sample(pack, golden, model, **kwargs), fresh)
