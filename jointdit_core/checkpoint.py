@@ -30,7 +30,7 @@ from .files import save_json_atomic, write_atomic
 OFFICIAL_SIDECAR = {"is_txt_ids_training": False, "is_attnmask_training": False, "depth_transform": "none"}
 SIDECAR_FALLBACK_NAMES = ("jointdit_addons.json", "jointdit.json")
 SIDECAR_EXTENSION_PREFIX = "x_"  # sidecar keys of this prefix are ignored (notes, other tools' keys)
-ADDON_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+ADDON_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float8_e4m3fn, torch.float8_e5m2)
 FLUX_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")
 
 
@@ -302,7 +302,8 @@ def load_addons(path: str | os.PathLike, config: FluxConfig | None = None, devic
 
     Args:
         path: a ``.safetensors`` addon file (official names: ``jointdit.safetensors`` or
-            ``jointdit_addons.safetensors``); bf16, fp16 or fp32.
+            ``jointdit_addons.safetensors``); bf16, fp16, fp32, or fp8 (e4m3fn / e5m2, e.g. written by
+            :func:`save_addons` with an fp8 ``dtype``: computed in a wider dtype by whoever loads it).
         config: the base model's config; None checks only that the file is a JointDiT addon.
     Raises:
         FileNotFoundError, AddonFileError: see :func:`read_safetensors_shapes`, :func:`check_addon_shapes`,
@@ -317,8 +318,8 @@ def load_addons(path: str | os.PathLike, config: FluxConfig | None = None, devic
     state = load_file(str(path), device=_device_name(device))
     bad_dtype = {k for k, v in state.items() if v.dtype not in ADDON_DTYPES}
     if bad_dtype:
-        raise AddonFileError(f"{path.name}: tensors of unsupported dtype ({_list(bad_dtype)}); expected bf16, fp16 or fp32")
-    nonfinite = [k for k, v in state.items() if not torch.isfinite(v).all()]
+        raise AddonFileError(f"{path.name}: tensors of unsupported dtype ({_list(bad_dtype)}); expected bf16, fp16, fp32, fp8_e4m3fn or fp8_e5m2")
+    nonfinite = [k for k, v in state.items() if not torch.isfinite(v.float() if v.element_size() == 1 else v).all()]  # fp8: no isfinite kernel everywhere
     if nonfinite:
         raise AddonFileError(f"{path.name} holds NaN or infinite values in {_list(nonfinite)}: the file is damaged")
     return AddonCheckpoint(state, sidecar, ranks, path, sidecar_path)
@@ -343,7 +344,8 @@ def save_addons(
         path: target ``.safetensors`` path.
         addons: a :class:`JointAddons` or its state dict (official key names).
         sidecar: flags; official defaults fill what is missing (checked by :func:`check_sidecar`).
-        dtype: stored dtype (official: bfloat16).
+        dtype: stored dtype (official: bfloat16; ``torch.float8_e4m3fn`` / ``float8_e5m2`` halve the file,
+            cast as is without a scale, as ComfyUI's fp8 weight dtypes are).
         config: base config recorded in the file's metadata (taken from ``addons.config`` if present).
     Returns:
         the path written.

@@ -14,7 +14,8 @@ naming the node; the rest works unchanged (README, "How it runs inside ComfyUI")
   every call): ``attn1_patch`` / ``attn1_output_patch`` (e.g. Normalized Attention Guidance,
   FluxKVCache), which newer ComfyUI's Flux blocks run around their attention and the joint blocks do
   not; EasyCache and LazyCache, which decide from the first row's sigma (the rgb branch: never engages
-  while the rgb branch is held, and decides for both branches from the rgb schedule otherwise).
+  while the rgb branch is held, and decides for both branches from the rgb schedule otherwise); the
+  message names the JointDiT Cache node (:mod:`.step_cache`), which decides per branch.
 * refused at deep-clone (:func:`refuse_device_clones`): multi-GPU nodes (MultiGPU CFG Split, Select
   Model Device choosing another GPU after LoadJointDiT), which rebuild the model per device from the loader's factory; the
   addons and the ``vector_in`` object patch are bound to the model they were loaded for.
@@ -62,7 +63,8 @@ def check_transformer_options(transformer_options: dict) -> None:
             "EasyCache / LazyCache cannot speed up a JointDiT MODEL: they decide which steps to skip from the first "
             "row's sigma, which in a JointDiT batch is the rgb branch (held at 0 in depth estimation, so the cache "
             "never engages; elsewhere it decides for the depth branch from the rgb schedule). Remove the "
-            "EasyCache / LazyCache node; fewer JointSampler steps or TorchCompileModel are the supported speed-ups"
+            "EasyCache / LazyCache node and use the JointDiT Cache node instead (per-branch decisions: only the branches "
+            "being denoised decide); fewer JointSampler steps and TorchCompileModel also speed it up"
         )
 
 

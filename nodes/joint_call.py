@@ -36,10 +36,14 @@ _CALL: contextvars.ContextVar = contextvars.ContextVar("jointdit_call", default=
 
 @dataclass(frozen=True)
 class JointRun:
-    """What a sampler tells the patched model: ``pairs`` rgb/depth pairs per chunk, ASW strength."""
+    """What a sampler tells the patched model: ``pairs`` rgb/depth pairs per chunk, ASW strength, the
+    branches being denoised in this run (a held branch is left out; read by the JointDiT Cache), and whether
+    the calls hold windows of a larger latent (the Window Sampler)."""
 
     pairs: int
     asw_strength: float = 1.0
+    denoising: tuple[str, ...] = ("rgb", "depth")
+    windowed: bool = False
 
     def __deepcopy__(self, memo):  # model_options are deep-copied by ModelPatcher.clone()
         return self

@@ -15,7 +15,7 @@ from comfy_api.latest import io
 
 from jointdit_core.checkpoint import find_sidecar, load_addons
 from .folders import addon_files, addon_folders, addon_path
-from .model_patch import apply_jointdit, check_flux, flux_config
+from .model_patch import WEIGHT_DTYPES, apply_jointdit, check_flux, flux_config
 
 log = logging.getLogger("ComfyUI-JointDiT")
 
@@ -81,6 +81,14 @@ class LoadJointDiT(io.ComfyNode):
                     options=addon_files(),
                     tooltip="JointDiT addon file in models/jointdit (official: jointdit_addons.safetensors + .json).",
                 ),
+                io.Combo.Input(
+                    "weight_dtype",
+                    options=list(WEIGHT_DTYPES),
+                    default="default",
+                    optional=True,  # older API prompts lack it
+                    tooltip="How the addon weights are kept in memory: default = as in the file (bf16 official, 4.7 GB); "
+                    "fp8_e4m3fn / fp8_e5m2 = half of that, computed in the model's dtype (as UNETLoader's weight_dtype).",
+                ),
             ],
             outputs=[io.Model.Output(tooltip="The FLUX.1 model running JointDiT.")],
         )
@@ -103,11 +111,11 @@ class LoadJointDiT(io.ComfyNode):
         return addon_fingerprint(addon_name)
 
     @classmethod
-    def execute(cls, model, addon_name: str) -> io.NodeOutput:
+    def execute(cls, model, addon_name: str, weight_dtype: str = "default") -> io.NodeOutput:
         message = unknown_addon_message(addon_name)
         if message is not None:
             raise ValueError(message)
         dm = check_flux(model)
         checkpoint = load_addons(addon_path(addon_name), flux_config(dm))
         log.info("JointDiT: %s (depth_transform=%s)", addon_name, checkpoint.depth_transform)
-        return io.NodeOutput(apply_jointdit(model, checkpoint, addon_name))
+        return io.NodeOutput(apply_jointdit(model, checkpoint, addon_name, weight_dtype))

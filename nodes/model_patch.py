@@ -107,18 +107,23 @@ def compute_dtype(model) -> torch.dtype:
     return dtype if dtype in COMPUTE_DTYPES else torch.bfloat16
 
 
-def build_addons(model, checkpoint: AddonCheckpoint, config: FluxConfig) -> JointAddons:
+WEIGHT_DTYPES = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}  # as UNETLoader's
+
+
+def build_addons(model, checkpoint: AddonCheckpoint, config: FluxConfig, weight_dtype: torch.dtype | None = None) -> JointAddons:
     """The checkpoint's addons as ComfyUI op layers, the way ComfyUI builds a model of their dtype.
 
-    The weights keep the file's dtype (bf16 in the official file) when all tensors share one, else the
-    MODEL's compute dtype; the op classes come from ``comfy.ops.pick_operations(weight dtype, compute
+    The weights are stored in ``weight_dtype`` when given (fp8: half of bf16's memory, cast per layer to
+    the compute dtype like UNETLoader's fp8 weight dtypes), else in the file's dtype (bf16 in the official
+    file; an fp8 file stays fp8) when all tensors share one, else in the MODEL's compute dtype; the op classes come from ``comfy.ops.pick_operations(weight dtype, compute
     dtype)``, as ComfyUI picks them for a diffusion model (``manual_cast`` casts per layer to the compute
     dtype, ``disable_weight_init`` computes in the weight dtype; both cast and offload under lowvram and
     dynamic VRAM). Built on the meta device, the file's tensors are assigned without a copy.
     """
     compute = compute_dtype(model)
     stored = {t.dtype for t in checkpoint.state_dict.values()}
-    weight_dtype = stored.pop() if len(stored) == 1 else compute
+    if weight_dtype is None:
+        weight_dtype = stored.pop() if len(stored) == 1 else compute
     operations = comfy.ops.pick_operations(
         weight_dtype, None if weight_dtype == compute else compute, load_device=model.load_device, disable_fast_fp8=True
     )
@@ -135,7 +140,7 @@ def addon_patcher(model, addons: JointAddons):
     return patcher(addons, load_device=model.load_device, offload_device=model.offload_device)
 
 
-def apply_jointdit(model, checkpoint: AddonCheckpoint, addon_name: str | None = None):
+def apply_jointdit(model, checkpoint: AddonCheckpoint, addon_name: str | None = None, weight_dtype: str = "default"):
     """A clone of ``model`` (ComfyUI ModelPatcher of FLUX.1) that runs JointDiT; ``model`` is unchanged.
 
     Args:
@@ -143,14 +148,19 @@ def apply_jointdit(model, checkpoint: AddonCheckpoint, addon_name: str | None = 
         checkpoint: the addon file as :func:`~jointdit_core.checkpoint.load_addons` read and checked it
             (tensors, LoRA ranks, sidecar flags).
         addon_name: the name shown to users (default: the file name).
+        weight_dtype: how the addon weights are stored: "default" (the file's dtype), "fp8_e4m3fn" or
+            "fp8_e5m2" (see :func:`build_addons`).
     Returns:
         the patched clone.
     Raises:
-        ValueError: not a plain Flux MODEL, already patched, or with another node's block replacements.
+        ValueError: not a plain Flux MODEL, already patched, or with another node's block replacements;
+            an unknown ``weight_dtype``.
     """
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"unknown addon weight_dtype {weight_dtype!r}; choose one of {list(WEIGHT_DTYPES)}")
     dm = check_flux(model)
     config = flux_config(dm)
-    addons = build_addons(model, checkpoint, config)
+    addons = build_addons(model, checkpoint, config, WEIGHT_DTYPES[weight_dtype])
 
     patched = model.clone()
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, JointDiffusionWrapper(addons))

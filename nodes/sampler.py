@@ -25,6 +25,7 @@ import torch
 from comfy_api.latest import io
 
 from jointdit_core.sampler import SCHEDULES, TASKS, BranchLevels, keep_unmasked, plan_sampling, sample, seeded_noise
+from jointdit_core.step_cache import denoising_branches
 from jointdit_core.windows import WindowSettings, windowed_velocity, windows_per_call
 from .model_patch import RUN_KEY, JointRun, jointdit_info
 from .node_options import advanced, schema_options
@@ -111,7 +112,9 @@ def sample_joint(
     grid = None if windows is None else windows.grid(noise_rgb.shape[-2], noise_rgb.shape[-1])
     per_call = 1 if grid is None else windows_per_call(len(grid.windows), windows.per_batch)
     patched = model.clone()
-    patched.model_options["transformer_options"][RUN_KEY] = JointRun(pairs * per_call, float(asw_strength))
+    patched.model_options["transformer_options"][RUN_KEY] = JointRun(
+        pairs * per_call, float(asw_strength), denoising_branches(rgb_sigmas, depth_sigmas), windowed=grid is not None
+    )
     guider = comfy.samplers.CFGGuider(patched)
     guider.inner_set_conds({"positive": positive} if negative is None else {"positive": positive, "negative": negative})
     guider.set_cfg(cfg)

@@ -124,50 +124,52 @@ def _generate(stack: Stack, prompts: list[str], task: str, steps: int, seed: int
     )
 
 
-def depth_estimation(stack: Stack, rgb: np.ndarray, steps: int = 20, seed: int = 0, batch: int = 50, ensemble: int = 1) -> np.ndarray:
+def depth_estimation(stack: Stack, rgb: np.ndarray, steps: int = 20, seed: int = 0, batch: int = 50, ensemble: int = 1, **options) -> np.ndarray:
     """Depth from images: uint8 (N, H, W, 3) -> disparity float32 (N, H, W) in [0, 1], near = 1.
 
     The rgb branch holds the encoded image at t = 0, the depth branch is denoised from noise
     (``seed`` + batch offset) over ``steps`` Euler steps with the official prompt " ". ``ensemble`` > 1:
     that many samples per image, member k with seed ``seed + 1000 k`` (member 0 is the single run),
     combined by :func:`jointdit_core.ensemble.ensemble_disparity` (joint scale/shift alignment, median;
-    Marigold's test-time ensembling). Raises ValueError for ``ensemble`` < 1.
+    Marigold's test-time ensembling). ``options``: further keywords of :func:`jointdit_core.pipeline.generate`
+    (``schedule``, ``cache``, ``zero_depth_noise``). Raises ValueError for ``ensemble`` < 1.
     """
     if ensemble < 1:
         raise ValueError(f"ensemble must be at least 1 sample per image, got {ensemble}")
     if ensemble > 1:
         from jointdit_core.ensemble import ensemble_disparity
 
-        members = [depth_estimation(stack, rgb, steps, seed + MEMBER_SEED_STRIDE * k, batch) for k in range(ensemble)]
+        members = [depth_estimation(stack, rgb, steps, seed + MEMBER_SEED_STRIDE * k, batch, **options) for k in range(ensemble)]
         return ensemble_disparity(torch.from_numpy(np.stack(members))).disparity.numpy()
     out = []
     for i in range(0, len(rgb), batch):
         chunk = rgb[i : i + batch]
         z = _encode(stack, uint8_to_model(chunk))
-        _, z_depth = _generate(stack, [DEPTH_ESTIMATION_PROMPT] * len(chunk), "depth_estimation", steps, seed + i, rgb_latent=z)
+        _, z_depth = _generate(stack, [DEPTH_ESTIMATION_PROMPT] * len(chunk), "depth_estimation", steps, seed + i, rgb_latent=z, **options)
         out.append(_decode_disparity(stack, z_depth))
     return np.concatenate(out)
 
 
-def joint_generation(stack: Stack, captions: list[str], steps: int = 20, seed: int = 0, cfg: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def joint_generation(stack: Stack, captions: list[str], steps: int = 20, seed: int = 0, cfg: float | None = None, **options) -> tuple[np.ndarray, np.ndarray]:
     """Text -> (rgb uint8 (N, H, W, 3), disparity float32 (N, H, W) in [0, 1]); both branches from noise.
 
-    ``cfg``: classifier-free guidance scale against the empty prompt (default: the stack's ``cfg``)."""
+    ``cfg``: classifier-free guidance scale against the empty prompt (default: the stack's ``cfg``);
+    ``options`` as in :func:`depth_estimation`."""
     from jointdit_core.depth import model_output_to_disparity
 
-    z_rgb, z_depth = _generate(stack, captions, "joint_generation", steps, seed, stack.cfg if cfg is None else cfg)
+    z_rgb, z_depth = _generate(stack, captions, "joint_generation", steps, seed, stack.cfg if cfg is None else cfg, **options)
     decoded = _decode(stack, torch.cat([z_rgb, z_depth]))
     return model_to_uint8(decoded[: len(captions)]).numpy(), model_output_to_disparity(decoded[len(captions) :], stack.depth_transform).numpy()
 
 
-def depth_to_image(stack: Stack, disparity: np.ndarray, captions: list[str], steps: int = 20, seed: int = 0, cfg: float | None = None) -> np.ndarray:
+def depth_to_image(stack: Stack, disparity: np.ndarray, captions: list[str], steps: int = 20, seed: int = 0, cfg: float | None = None, **options) -> np.ndarray:
     """Depth (+ caption) -> image: disparity (N, H, W) in [0, 1] (near = 1) -> uint8 (N, H, W, 3).
 
     The depth branch holds the encoded depth map at t = 0; the rgb branch is denoised from noise;
-    ``cfg`` as in :func:`joint_generation`.
+    ``cfg`` and ``options`` as in :func:`joint_generation`.
     Raises ValueError (from the depth conventions) for disparity outside [0, 1].
     """
-    z_rgb, _ = _generate(stack, captions, "depth_to_image", steps, seed, stack.cfg if cfg is None else cfg, depth_latent=_encode_disparity(stack, disparity))
+    z_rgb, _ = _generate(stack, captions, "depth_to_image", steps, seed, stack.cfg if cfg is None else cfg, depth_latent=_encode_disparity(stack, disparity), **options)
     return model_to_uint8(_decode(stack, z_rgb)).numpy()
 
 

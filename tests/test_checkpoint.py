@@ -21,7 +21,7 @@ def _addon_state(config=TINY, ranks=SMALL_RANKS, seed=0):
     return addons
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float8_e4m3fn, torch.float8_e5m2])
 @pytest.mark.parametrize("name", ["jointdit.safetensors", "jointdit_addons.safetensors", "my renamed file.safetensors"])
 def test_roundtrip_any_dtype_and_name(tmp_path, dtype, name):
     addons = _addon_state()

@@ -67,6 +67,18 @@ def comfy_node(module: str, name: str):
         pytest.skip(f"ComfyUI {comfyui_version.__version__} has no {name} (comfy_extras/{module}.py)")
 
 
+def compile_eagerly(model, monkeypatch):
+    """``model`` through the TorchCompileModel node, with Dynamo's "eager" backend instead of inductor (no C++ build)."""
+    import comfy_api.torch_helpers.torch_compile as torch_compile
+
+    node = comfy_node("nodes_torch_compile", "TorchCompileModel")
+    node_module = importlib.import_module(node.__module__)
+    set_wrapper = torch_compile.set_torch_compile_wrapper
+    monkeypatch.setattr(node_module, "set_torch_compile_wrapper", lambda model, backend, **kw: set_wrapper(model=model, backend="eager", **kw))
+    (compiled,) = node.execute(model, "inductor").result
+    return compiled
+
+
 def sample(pack, golden, model, rgb_sigmas=(1.0, 0.5, 0.0), depth_sigmas=(1.0, 0.5, 0.0), clean_rgb=None, **kwargs):
     tensors, meta = golden
     h, w = meta["latent_hw"]
@@ -85,14 +97,8 @@ def test_torch_compile_model_matches_eager(pack, golden, tiny, monkeypatch):
     graph capture and guards (where a joint call could be baked in wrongly) without C++ code generation.
     A second run with another ASW strength and a held rgb branch must not reuse the first graph's values.
     """
-    import comfy_api.torch_helpers.torch_compile as torch_compile
-
-    node = comfy_node("nodes_torch_compile", "TorchCompileModel")
-    node_module = importlib.import_module(node.__module__)
-    set_wrapper = torch_compile.set_torch_compile_wrapper
-    monkeypatch.setattr(node_module, "set_torch_compile_wrapper", lambda model, backend, **kw: set_wrapper(model=model, backend="eager", **kw))
     _, patched = tiny
-    (compiled,) = node.execute(patched, "inductor").result
+    compiled = compile_eagerly(patched, monkeypatch)
     tensors, meta = golden
     h, w = meta["latent_hw"]
     clean = torch.randn(1, 16, h, w, generator=torch.Generator().manual_seed(1))
@@ -191,7 +197,7 @@ def test_step_caches_are_refused(pack, golden, tiny, name):
     node = comfy_node("nodes_easycache", name)
     _, patched = tiny
     (model,) = node.execute(patched, 0.2, 0.0, 1.0, False).result
-    with pytest.raises(pack.compat.JointDiTCompatError, match="EasyCache / LazyCache"):
+    with pytest.raises(pack.compat.JointDiTCompatError, match="EasyCache / LazyCache .* use the JointDiT Cache node"):
         sample(pack, golden, model)
 
 

@@ -162,3 +162,21 @@ def test_sparse_depth_file_valid_mask_feeds_encode_depth(pack, nodes, tmp_path, 
     assert torch.allclose(filled[known], depth[0, ..., 0][known])  # known values kept (already in [0, 1])
     assert filled[1, 1] == filled[0, 0] and filled[3, 3] == filled[4, 4]  # holes copy their nearest known pixel
     assert set(filled.unique().tolist()) <= set(filled[known].unique().tolist())
+
+
+def test_presets_replace_the_steps_and_the_deterministic_one_ignores_the_seed(pack, nodes, golden, tiny):
+    estimation, _ = nodes
+    tensors, meta = golden
+    _, patched, _ = tiny
+    photo, cond = _photo(64, 48), conditioning(tensors, meta)
+
+    def run(seed, steps, preset, ensemble=1):
+        return estimation.JointDiTDepthEstimation.execute(patched, LinearVAE(), photo, 64, ensemble, seed, steps, "median", "gray", positive=cond, preset=preset).result
+
+    assert torch.equal(run(0, 4, "custom")[1], run(0, 9, "4 steps")[1])
+    one = run(0, 20, "1 step, deterministic", ensemble=3)
+    assert torch.equal(one[1], run(5, 2, "1 step, deterministic")[1])
+    assert one[3].abs().max() == 0  # a single member: no spread
+    assert not torch.equal(one[1], run(0, 1, "custom")[1])  # from zeros, not from the seed's noise
+    with pytest.raises(ValueError, match="unknown preset"):
+        run(0, 4, "fastest")
