@@ -79,7 +79,7 @@ class LoadJointDiT(io.ComfyNode):
                 io.Combo.Input(
                     "addon_name",
                     options=addon_files(),
-                    tooltip="JointDiT addon file in models/jointdit (official: jointdit_addons.safetensors + .json).",
+                    tooltip="JointDiT addon file in models/jointdit (the official download: jointdit.safetensors; its .json sidecar is optional).",
                 ),
                 io.Combo.Input(
                     "weight_dtype",
