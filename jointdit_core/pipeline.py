@@ -14,6 +14,8 @@ from .sampler import BranchLevels, SamplerStep, check_mask, plan_sampling, sampl
 from .step_cache import JointStepCache, denoising_branches, pair_chunk
 from .windows import WindowSettings, windowed_velocity
 
+COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
 
 @torch.no_grad()
 def generate(
@@ -44,7 +46,8 @@ def generate(
     """Sample P rgb/depth latent pairs.
 
     Args:
-        model: a :class:`JointDiT` (eval mode); its dtype/device are used for compute.
+        model: a :class:`JointDiT` (eval mode); compute runs on its device in the dtype of its first float32 /
+            bfloat16 / float16 parameter (weights stored in float8 are cast per layer).
         txt: (P, T, context) T5 embeddings (or (1, T, context), broadcast); y: (P, vec) or (1, vec).
         task: "joint_generation", "depth_estimation" (needs ``rgb_latent``) or "depth_to_image"
             (needs ``depth_latent``); ignored when ``levels`` is given.
@@ -106,7 +109,7 @@ def generate(
     for c_txt, c_y in conditions:
         if c_txt.shape[0] not in (1, pairs) or c_y.shape[0] not in (1, pairs):
             raise ValueError(f"conditioning batch {c_txt.shape[0]}/{c_y.shape[0]} does not match {pairs} pairs")
-    param = next(model.parameters())
+    param = next(p for p in model.parameters() if p.dtype in COMPUTE_DTYPES)  # weights stored in float8 compute in another dtype
     device, dtype = param.device, param.dtype
     conditions = [(c_txt.to(device, dtype).expand(pairs, -1, -1), c_y.to(device, dtype).expand(pairs, -1)) for c_txt, c_y in conditions]
     schedule = "flux_shifted" if schedule == "shifted" else schedule

@@ -69,3 +69,24 @@ def test_the_command_end_to_end_on_a_nyuv2_tar(tmp_path, capsys):
     assert "| NYUv2 test | 1 |" in capsys.readouterr().out
     row = json.loads((tmp_path / "out" / "per_image.jsonl").read_text())
     assert row["name"] == "test/kitchen_0004/rgb_0001.png" and 0 < row["abs_rel"] < 1 and 0 <= row["delta1"] <= 1
+
+
+def test_the_step_cache_and_the_fp8_base_reach_the_model():
+    """--cache-threshold: 0 leaves every step computed (bit for bit the plain run), a large one reuses steps (another
+    result); --fp8-base: the base's linear weights stored in float8, the estimate close to the full-precision one."""
+    import torch
+
+    from jointdit_trainer.benchmark.predictor import estimate_disparity, load_model_folder
+    from jointdit_trainer.frozen_base import FrozenLinear
+
+    photos = np.stack([s.rgb for s in held_out_scenes(2)])
+    estimator = load_model_folder("rgbd_world/model")
+    plain = estimate_disparity(estimator, photos, steps=6, processing_resolution=0)
+    assert np.array_equal(estimate_disparity(estimator, photos, steps=6, processing_resolution=0, cache_threshold=0.0), plain)
+    cached = estimate_disparity(estimator, photos, steps=6, processing_resolution=0, cache_threshold=10.0)  # reuse whenever allowed
+    assert not np.array_equal(cached, plain) and np.abs(cached - plain).mean() < 0.2
+    fp8 = load_model_folder("rgbd_world/model", fp8_base=True)
+    linears = [m for m in fp8.model.base.modules() if isinstance(m, FrozenLinear)]
+    assert linears and all(m.weight.dtype == torch.float8_e4m3fn for m in linears)
+    low = estimate_disparity(fp8, photos, steps=6, processing_resolution=0)
+    assert not np.array_equal(low, plain) and np.abs(low - plain).mean() < 0.02

@@ -51,12 +51,17 @@ def add_evaluate_parser(sub) -> argparse.ArgumentParser:
     model.add_argument("--guidance", type=float, default=3.5, help="FLUX.1-dev distilled guidance (official 3.5; a --model-dir uses its model.json's)")
     model.add_argument("--device", default=None, help="default cuda when available")
     model.add_argument("--dtype", choices=DTYPES, default=None, help="compute dtype (default bfloat16 on cuda, float32 on cpu)")
+    model.add_argument("--fp8-base", action="store_true",
+                       help="store the FLUX.1-dev base's linear weights as scaled float8 (e4m3fn), cast per layer to --dtype: "
+                            "about half the base's memory (the trainer's fp8_base)")
     run = p.add_argument_group("run")
     run.add_argument("--steps", type=_positive, default=20)
     run.add_argument("--seed", type=int, default=0, help="a batch starting at image i uses seed + i; ensemble member k adds 1000 k")
     run.add_argument("--processing-resolution", type=int, default=512, help="longer side the photo is processed at (0 = its own size)")
     run.add_argument("--ensemble-size", type=_positive, default=1)
     run.add_argument("--reduction", choices=("median", "mean"), default="median")
+    run.add_argument("--cache-threshold", type=float, default=0.0,
+                     help="JointDiT step cache threshold (0 = off, every step computed; 0.05 = the JointDiT Cache node's default)")
     run.add_argument("--batch-size", type=_positive, default=1)
     run.add_argument("--alignment", choices=ALIGNMENTS, default="disparity",
                      help="least squares in disparity (JointDiT predicts relative disparity; default) or in depth (Marigold's default for depth models)")
@@ -75,12 +80,12 @@ def _load_estimator(a):
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, a.dtype or ("bfloat16" if str(device).startswith("cuda") else "float32"))
     if a.model_dir:
-        return load_model_folder(a.model_dir, a.variant, device, dtype)
+        return load_model_folder(a.model_dir, a.variant, device, dtype, fp8_base=a.fp8_base)
     missing = [f"--{n.replace('_', '-')}" for n in ("flux", "addons", "ae", "clip_l", "t5xxl") if not getattr(a, n)]
     if missing:
         raise ValueError(f"give --model-dir, or all of --flux --addons --ae --clip-l --t5xxl (missing: {' '.join(missing)})")
     return load_flux_addons(a.flux, a.addons, a.ae, a.clip_l, a.t5xxl, a.clip_tokenizer, a.t5_tokenizer, a.t5_max_length, a.guidance,
-                            device=device, dtype=dtype)
+                            device=device, dtype=dtype, fp8_base=a.fp8_base)
 
 
 def run(a: argparse.Namespace) -> int:
@@ -98,7 +103,8 @@ def run(a: argparse.Namespace) -> int:
         estimator = _load_estimator(a)
         predict = partial(_predict, estimator, a)
         settings = {"model": estimator.name, "processing_resolution": a.processing_resolution, "steps": a.steps,
-                    "ensemble_size": a.ensemble_size, "reduction": a.reduction, "guidance": estimator.guidance, "file_list": a.file_list}
+                    "ensemble_size": a.ensemble_size, "reduction": a.reduction, "guidance": estimator.guidance, "file_list": a.file_list,
+                    "fp8_base": a.fp8_base, "cache_threshold": a.cache_threshold}
         result = run_benchmark(data, predict, a.out or f"benchmark_output/{a.dataset}", settings, a.alignment, a.seed, a.batch_size,
                                a.limit, not a.no_progress, a.fit_zero_disparity)
     except (ValueError, FileNotFoundError) as exc:
@@ -111,4 +117,4 @@ def run(a: argparse.Namespace) -> int:
 def _predict(estimator, a, rgb, seed):
     from .predictor import estimate_disparity
 
-    return estimate_disparity(estimator, rgb, seed, a.steps, a.processing_resolution, a.ensemble_size, a.reduction)
+    return estimate_disparity(estimator, rgb, seed, a.steps, a.processing_resolution, a.ensemble_size, a.reduction, a.cache_threshold)

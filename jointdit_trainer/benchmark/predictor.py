@@ -49,14 +49,29 @@ def _encode_prompt(text_encoders) -> tuple[Tensor, Tensor]:
     return text_encoders.encode([DEPTH_ESTIMATION_PROMPT])
 
 
-def load_model_folder(model_dir: str | Path, variant: str | None = None, device="cpu", dtype=torch.float32) -> DepthEstimator:
+def _load_jointdit(flux, addons, device, dtype, fp8_base: bool):
+    """The core's ``load_jointdit``; with ``fp8_base`` the base's linear weights stored as scaled float8 on ``device``
+    (:func:`jointdit_trainer.frozen_base.place_frozen_base`, cast per layer to ``dtype`` when they run)."""
+    from jointdit_core.checkpoint import load_jointdit
+
+    if not fp8_base:
+        return load_jointdit(flux, addons, device=device, dtype=dtype)
+    from ..frozen_base import place_frozen_base
+
+    model, checkpoint = load_jointdit(flux, addons, device="cpu", dtype=dtype)
+    place_frozen_base(model.base, device, fp8=True)
+    model.addons.to(device)
+    return model, checkpoint
+
+
+def load_model_folder(model_dir: str | Path, variant: str | None = None, device="cpu", dtype=torch.float32, fp8_base: bool = False) -> DepthEstimator:
     """A model folder with ``model.json`` (``flux``, ``ae``, ``text`` (clip/ and t5/ folders), ``t5_max_length``,
     ``guidance``, ``addons``: {variant: {file, asw_strength}}, ``default_addon``), e.g. ``rgbd_world/model``.
 
     Raises:
         FileNotFoundError: no model.json; ValueError: an unknown variant; what the core's loaders raise.
     """
-    from jointdit_core.checkpoint import load_autoencoder, load_jointdit
+    from jointdit_core.checkpoint import load_autoencoder
 
     from ..text_encoders import TextEncoders
 
@@ -68,7 +83,7 @@ def load_model_folder(model_dir: str | Path, variant: str | None = None, device=
     if name not in manifest["addons"]:
         raise ValueError(f"unknown addon variant {name!r}; {root} has {sorted(manifest['addons'])}")
     addon = manifest["addons"][name]
-    model, checkpoint = load_jointdit(root / manifest["flux"], root / addon["file"], device=device, dtype=dtype)
+    model, checkpoint = _load_jointdit(root / manifest["flux"], root / addon["file"], device, dtype, fp8_base)
     text = TextEncoders(root / manifest["text"] / "clip", root / manifest["text"] / "t5", t5_max_length=manifest["t5_max_length"])
     txt, y = _encode_prompt(text)
     return DepthEstimator(model, load_autoencoder(root / manifest["ae"], device=device), txt, y, float(manifest["guidance"]),
@@ -76,28 +91,29 @@ def load_model_folder(model_dir: str | Path, variant: str | None = None, device=
 
 
 def load_flux_addons(flux, addons, ae, clip_l, t5xxl, clip_tokenizer=None, t5_tokenizer=None, t5_max_length=512, guidance=3.5,
-                     asw_strength=1.0, device="cuda", dtype=torch.bfloat16) -> DepthEstimator:
-    """FLUX.1-dev (BFL ``flux1-dev.safetensors``; an fp8 file is upcast to ``dtype``) + an addon file + ``ae.safetensors``
+                     asw_strength=1.0, device="cuda", dtype=torch.bfloat16, fp8_base: bool = False) -> DepthEstimator:
+    """FLUX.1-dev (BFL ``flux1-dev.safetensors``; an fp8 file is upcast to ``dtype``, or with ``fp8_base`` every linear
+    weight stored as scaled float8) + an addon file + ``ae.safetensors``
     + CLIP-L / T5-XXL (folders or single files, as the trainer takes them; used once for the prompt, then freed).
 
     Raises:
         FileNotFoundError, WeightFileError, AddonFileError: as the core's loaders and the trainer's
         ``TextEncoders`` raise them.
     """
-    from jointdit_core.checkpoint import load_autoencoder, load_jointdit
+    from jointdit_core.checkpoint import load_autoencoder
 
     from ..text_encoders import TextEncoders
 
     text = TextEncoders(clip_l, t5xxl, clip_tokenizer, t5_tokenizer, t5_max_length=t5_max_length, device=device, dtype=dtype)
     txt, y = _encode_prompt(text)
     del text
-    model, checkpoint = load_jointdit(flux, addons, device=device, dtype=dtype)
+    model, checkpoint = _load_jointdit(flux, addons, device, dtype, fp8_base)
     return DepthEstimator(model, load_autoencoder(ae, device=device), txt, y, guidance, asw_strength, checkpoint.depth_transform, Path(addons).stem)
 
 
 @torch.no_grad()
 def estimate_disparity(estimator: DepthEstimator, rgb: np.ndarray, seed: int = 0, steps: int = 20, processing_resolution: int = 512,
-                       ensemble_size: int = 1, reduction: str = "median") -> np.ndarray:
+                       ensemble_size: int = 1, reduction: str = "median", cache_threshold: float = 0.0) -> np.ndarray:
     """Relative disparity of a batch of photos.
 
     Args:
@@ -125,10 +141,13 @@ def estimate_disparity(estimator: DepthEstimator, rgb: np.ndarray, seed: int = 0
     x = resize_image(x, processing_size(height, width, processing_resolution)).clamp(-1, 1)
     ae_dtype = next(estimator.ae.parameters()).dtype
     z = estimator.ae.encode(x.to(estimator.device, ae_dtype))
+    from jointdit_core.step_cache import CacheSettings, JointStepCache
+
     members = []
     for k in range(ensemble_size):
+        cache = JointStepCache(CacheSettings(cache_threshold, start_percent=0.0, end_percent=1.0)) if cache_threshold > 0 else None
         _, z_depth = generate(estimator.model, estimator.txt, estimator.y, "depth_estimation", rgb_latent=z, seed=seed + MEMBER_SEED_STRIDE * k,
-                              steps=steps, guidance=estimator.guidance, asw_strength=estimator.asw_strength, progress=False)
+                              steps=steps, guidance=estimator.guidance, asw_strength=estimator.asw_strength, progress=False, cache=cache)
         members.append(model_output_to_disparity(estimator.ae.decode(z_depth.to(ae_dtype)), estimator.depth_transform).cpu())
     disparity = ensemble_disparity(torch.stack(members), reduction).disparity
     return to_input_size(disparity, (height, width)).numpy().astype(np.float32)
