@@ -136,3 +136,13 @@ def test_a_window_larger_than_a_small_latent_keeps_a_valid_overlap():
     assert strip.size == (4, 16) and strip.rows == (0,) and strip.cols == (0, 8, 16)
     around = plan_windows(4, 8, (16, 16), 12, wrap=True)  # cut to the full width: a half-turned second window
     assert around.size == (4, 8) and around.cols == (0, 4)
+
+
+def test_the_step_cache_is_refused_with_windows(golden_model, golden):
+    """Successive calls of one windowed step hold different windows, so a cache comparing them would mix windows."""
+    from jointdit_core.step_cache import CacheSettings, JointStepCache
+
+    tensors, _ = golden
+    with pytest.raises(ValueError, match="step cache does not work with window sampling"):
+        generate(golden_model, tensors["case.txt"], tensors["case.vec"], "joint_generation", latent_size=(8, 16), steps=2, progress=False,
+                 windows=WindowSettings((8, 6), overlap=2), cache=JointStepCache(CacheSettings(0.05)))
