@@ -59,6 +59,15 @@ def test_make_dataset_count_zero_is_a_usage_error():
     assert "count=0 is outside it" in done.stderr
 
 
+def _fake_addon_run(cmd: list[str]) -> None:
+    """What a finished addon training writes into its output_dir (for a stubbed recipe runner)."""
+    run_dir = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("output_dir=")))
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    for suffix in (".safetensors", ".json"):
+        (run_dir / f"jointdit_addons{suffix}").write_text("{}")
+    (run_dir / "logs" / "train_log.jsonl").write_text('{"step": 1, "loss": 1, "loss_rgb": 1, "loss_depth": 1}\n')
+
+
 def test_resume_continues_the_base_and_the_addon_runs_instead_of_restarting_them(tmp_path, monkeypatch):
     """Every run writes its training state as it goes; --resume passes the base --resume (when its state is
     there) and the trainer resume_from=latest, and keeps the addon run folders an interrupted run left."""
@@ -70,11 +79,7 @@ def test_resume_continues_the_base_and_the_addon_runs_instead_of_restarting_them
     def fake_run(cmd, log, key, device="auto"):
         commands.append(cmd)
         if "train" in cmd and "jointdit_trainer" in cmd:
-            run_dir = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("output_dir=")))
-            (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-            for suffix in (".safetensors", ".json"):
-                (run_dir / f"jointdit_addons{suffix}").write_text("{}")
-            (run_dir / "logs" / "train_log.jsonl").write_text('{"step": 1, "loss": 1, "loss_rgb": 1, "loss_depth": 1}\n')
+            _fake_addon_run(cmd)
         return 0.0
 
     monkeypatch.setattr(recipe, "run", fake_run)
@@ -106,11 +111,7 @@ def test_device_reaches_every_training_stage(tmp_path, monkeypatch):
     def fake_run(cmd, log, key, device="auto"):
         seen[key] = (cmd, recipe._stage_env(device=device))
         if key.startswith("addons/"):
-            run_dir = Path(next(a.split("=", 1)[1] for a in cmd if a.startswith("output_dir=")))
-            (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-            for suffix in (".safetensors", ".json"):
-                (run_dir / f"jointdit_addons{suffix}").write_text("{}")
-            (run_dir / "logs" / "train_log.jsonl").write_text('{"step": 1, "loss": 1, "loss_rgb": 1, "loss_depth": 1}\n')
+            _fake_addon_run(cmd)
         return 0.0
 
     monkeypatch.setattr(recipe, "run", fake_run)
