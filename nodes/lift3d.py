@@ -22,7 +22,7 @@ import torch
 from comfy_api.latest import io
 
 from jointdit_core.export3d import GLB_CONTENTS, save_glb, save_ply
-from jointdit_core.lift3d import DEFAULT_EDGE_THRESHOLD, DEFAULT_FAR, DEFAULT_FOV_DEGREES, DEFAULT_NEAR, MAP_KINDS, lift_rgbd
+from jointdit_core.lift3d import DEFAULT_EDGE_THRESHOLD, DEFAULT_FAR, DEFAULT_FOV_DEGREES, DEFAULT_NEAR, MAP_KINDS, PROJECTIONS, lift_rgbd
 
 from .depth_maps import depth_from_comfy
 from .folders import output_path
@@ -98,19 +98,23 @@ class RGBDTo3D(io.ComfyNode):
                                  tooltip="Colour the mesh with the image as a texture instead of per-vertex colours."),
                 io.Int.Input("stride", default=1, min=1, max=16, **advanced(),
                              tooltip="Keep every n-th pixel row and column (2 for images over 1 megapixel keeps files small)."),
+                io.Combo.Input("projection", options=list(PROJECTIONS), default="perspective", optional=True, **advanced(),
+                               tooltip="perspective: a photo seen through fov_degrees. equirectangular: a 360-degree panorama "
+                                       "(width = 2 x height, e.g. from the JointDiT Window Sampler with wrap) lifted onto a "
+                                       "sphere around the viewer, the wrap seam closed; fov_degrees is not used."),
             ],
             outputs=_outputs(),
         )
 
     @classmethod
     def execute(cls, image, depth, fov_degrees, near, far, edge_threshold, background_threshold, filename_prefix,
-                depth_kind="disparity", normalize=True, glb_content="mesh", texture=False, stride=1) -> io.NodeOutput:
+                depth_kind="disparity", normalize=True, glb_content="mesh", texture=False, stride=1, projection="perspective") -> io.NodeOutput:
         import folder_paths
 
         pairs = _pairs(image, depth)
         lifted = [
             lift_rgbd(rgb, d, kind=depth_kind, fov_degrees=fov_degrees, near=near, far=far, normalize=normalize,
-                      edge_threshold=edge_threshold, background_threshold=background_threshold, stride=stride)
+                      edge_threshold=edge_threshold, background_threshold=background_threshold, stride=stride, projection=projection)
             for rgb, d in pairs
         ]
         height, width = pairs[0][1].shape

@@ -65,6 +65,22 @@ def test_node_writes_glb_and_ply_into_the_output_folder(lift3d, output_dir):
     assert again.args[0] == "JointDiT/3d_00003_.glb"
 
 
+def test_an_equirectangular_panorama_lifts_to_a_closed_sphere_around_the_viewer(lift3d, output_dir):
+    """projection equirectangular: every point at its depth from the centre (a constant map -> one radius), and
+    the wrap seam closed (more triangles than the open grid has)."""
+    h, w = 16, 32
+    image = torch.rand(1, h, w, 3, generator=torch.Generator().manual_seed(1))
+    depth = torch.full((1, h, w, 3), 0.5)
+    out = _run(lift3d, image, depth, normalize=False, edge_threshold=0.0, projection="equirectangular")
+    cloud = trimesh.load(output_dir / out.args[1])
+    radii = np.linalg.norm(np.asarray(cloud.vertices), axis=1)
+    assert np.allclose(radii, radii[0], rtol=1e-5)  # disparity 0.5 everywhere: one depth, one sphere
+    mesh = next(iter(trimesh.load(output_dir / out.args[0], process=False).geometry.values()))
+    assert len(mesh.faces) == 2 * (h - 1) * w  # the grid's 2 (h-1)(w-1) cells plus 2 (h-1) across the seam
+    open_grid = _run(lift3d, image, depth, normalize=False, edge_threshold=0.0)  # the default: a perspective photo
+    assert len(next(iter(trimesh.load(output_dir / open_grid.args[0], process=False).geometry.values())).faces) == 2 * (h - 1) * (w - 1)
+
+
 def test_outputs_feed_comfyuis_own_3d_preview(lift3d, output_dir):
     from comfy_extras import nodes_load_3d
 
