@@ -3,7 +3,8 @@
 The sampling is JointSampler's: the plan is :func:`jointdit_core.sampler.plan_sampling` ("depth_estimation"),
 the noise :func:`jointdit_core.sampler.seeded_noise` (member k: seed + k) and the loop
 :func:`.sampler.sample_joint`; decoding is DecodeDepth's (:func:`.depth_maps.vae_pixels_to_depth`). The
-resizing (:mod:`jointdit_core.resize`) and the ensembling (:mod:`jointdit_core.ensemble`) are the core's.
+resizing (:mod:`jointdit_core.resize`), the ensembling (:mod:`jointdit_core.ensemble`) and the tiles of
+photos larger than the processing resolution (:mod:`jointdit_core.tiles`) are the core's.
 So a 512x512 photo at processing resolution 512 with one member gives exactly what VAEEncode ->
 JointSampler (depth_estimation) -> DecodeDepth gives.
 """
@@ -19,9 +20,10 @@ from jointdit_core.depth import COLORMAPS, colorize
 from jointdit_core.ensemble import REDUCTIONS, ensemble_disparity
 from jointdit_core.resize import processing_size, resize_image, to_input_size, to_processing_resolution
 from jointdit_core.sampler import plan_sampling, seeded_noise
+from jointdit_core.tiles import merge_tiles, plan_tiles, tile_slices
 from .depth import resolve_transform
 from .depth_maps import vae_pixels_to_depth
-from .node_options import schema_options
+from .node_options import advanced, schema_options
 from .sampler import latent_samples, sample_joint
 
 DEPTH_ESTIMATION_PROMPT = " "  # the official depth-estimation prompt (kaist-ami/JointDiT)
@@ -37,6 +39,20 @@ _PRESET_TIP = (
 _RESOLUTION_TIP = (
     "Longer side (pixels) the photo is processed at, aspect kept, sides rounded to multiples of 16; 512 = the official "
     "training resolution, 0 = the photo's own size. The depth comes back at the photo's size (bilinear; antialiased when shrinking)."
+)
+
+LARGE_PHOTOS = ("resize", "tiles")
+_LARGE_PHOTOS_TIP = (
+    "resize = the whole photo at processing_resolution (one pass). tiles = for a photo whose longer side is larger than "
+    "processing_resolution: that resize estimate plus tiles of processing_resolution at the photo's own scale (finer "
+    "detail), each tile's scale and shift solved jointly so the tiles agree over their overlaps and follow the resize "
+    "estimate's layout, then blended. Cost: (number of tiles + 1) x steps x ensemble_size model runs, e.g. a 1536x1024 "
+    "photo at 512 with overlap 128: 12 tiles, 13 times resize. On the small demo model tiles did not beat resize (README, "
+    "'Tiles for large photos'). A photo no larger than processing_resolution gives the resize result."
+)
+_OVERLAP_TIP = (
+    "tiles only: pixels shared by neighbouring tiles (at least; they are spread evenly), smaller than processing_resolution. "
+    "More overlap ties the tiles together better but needs more tiles (cost)."
 )
 
 
@@ -58,38 +74,67 @@ def official_conditioning(positive, clip):
 
 @torch.no_grad()
 def estimate_depth(model, vae, positive, image: torch.Tensor, processing_resolution: int, ensemble_size: int, seed: int, steps: int, reduction: str,
-                   zero_depth_noise: bool = False):
+                   zero_depth_noise: bool = False, large_photos: str = "resize", tile_overlap: int = 128):
     """Depth of a batch of photos (B, H, W, C) in [0, 1] -> (disparity (B, H, W) in [0, 1] near = 1, uncertainty (B, H, W)).
 
     Every member runs the whole batch with seed ``seed + k``; the progress bar counts the steps of
-    all members, and ComfyUI's cancel is honoured before every model evaluation. ``zero_depth_noise``:
-    the depth branch starts from zeros (deterministic; see :func:`jointdit_core.pipeline.generate`).
+    all members (and of all tiles), and ComfyUI's cancel is honoured before every member of every tile and
+    every model evaluation. ``zero_depth_noise``: the depth branch starts from zeros (deterministic; see
+    :func:`jointdit_core.pipeline.generate`). ``large_photos`` "tiles": a photo whose longer side exceeds
+    ``processing_resolution`` is also estimated in tiles of that size at its own scale (``tile_overlap`` pixels
+    shared), each tile ensembled, and the tiles reconciled to the whole photo's estimate by
+    :func:`jointdit_core.tiles.merge_tiles`; the uncertainty is then the tiles' blended spread.
 
     Raises:
-        ValueError: an empty image, a bad processing resolution, or what the sampler raises.
+        ValueError: an empty image, a bad processing resolution, an unknown ``large_photos``, a ``tile_overlap``
+        not smaller than ``processing_resolution``, or what the sampler raises.
     """
     if image.ndim != 4 or image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
         raise ValueError(f"the image is empty or not an IMAGE (B, H, W, C): shape {tuple(image.shape)}")
+    if large_photos not in LARGE_PHOTOS:
+        raise ValueError(f"unknown large_photos {large_photos!r}; choose one of {list(LARGE_PHOTOS)}")
     size = tuple(image.shape[1:3])
-    pixels = to_processing_resolution(image[..., :3], processing_resolution)
-    latent = latent_samples({"samples": vae.encode(pixels)}, "image")
-    plan = plan_sampling("depth_estimation", steps=steps, token_count=(latent.shape[2] // 2) * (latent.shape[3] // 2))
+    grid = None
+    if large_photos == "tiles":
+        if not 0 <= tile_overlap < max(processing_resolution, 1):
+            raise ValueError(f"tile_overlap {tile_overlap} px must be at least 0 and smaller than processing_resolution "
+                             f"({processing_resolution} px, the tile size); lower tile_overlap")
+        if processing_resolution > 0 and max(size) > processing_resolution:
+            grid = plan_tiles(*size, processing_resolution, tile_overlap)
+    passes = 1 + (len(grid.windows) if grid is not None else 0)
     transform = resolve_transform("auto", model)
-    bar = comfy.utils.ProgressBar(ensemble_size * plan.steps)
-    members = []
-    for k in range(ensemble_size):
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        noise_rgb, noise_depth = seeded_noise(seed + k, tuple(latent.shape))
-        if zero_depth_noise:
-            noise_depth = torch.zeros_like(noise_depth)
-        done = k * plan.steps
-        _, depth_latent = sample_joint(
-            model, positive, plan.rgb_sigmas, plan.depth_sigmas, noise_rgb, noise_depth, latent, None, seed=seed + k,
-            callback=lambda step, x0, x, total, done=done: bar.update_absolute(done + step + 1, ensemble_size * plan.steps),
-        )
-        members.append(vae_pixels_to_depth(vae.decode(depth_latent), transform).cpu())
-    result = ensemble_disparity(torch.stack(members), reduction)
-    return to_input_size(result.disparity, size), to_input_size(result.uncertainty, size)
+    bar = comfy.utils.ProgressBar(passes * ensemble_size * steps)
+    done = [0]
+
+    def estimate(pixels: torch.Tensor, out_size: tuple[int, int]):
+        """One pass: every member on ``pixels`` at processing resolution -> ensembled, resized to ``out_size``."""
+        latent = latent_samples({"samples": vae.encode(to_processing_resolution(pixels, processing_resolution))}, "image")
+        plan = plan_sampling("depth_estimation", steps=steps, token_count=(latent.shape[2] // 2) * (latent.shape[3] // 2))
+        members = []
+        for k in range(ensemble_size):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            noise_rgb, noise_depth = seeded_noise(seed + k, tuple(latent.shape))
+            if zero_depth_noise:
+                noise_depth = torch.zeros_like(noise_depth)
+            first = done[0]
+            _, depth_latent = sample_joint(
+                model, positive, plan.rgb_sigmas, plan.depth_sigmas, noise_rgb, noise_depth, latent, None, seed=seed + k,
+                callback=lambda step, x0, x, total, first=first: bar.update_absolute(first + step + 1, passes * ensemble_size * steps),
+            )
+            done[0] += plan.steps
+            members.append(vae_pixels_to_depth(vae.decode(depth_latent), transform).cpu())
+        result = ensemble_disparity(torch.stack(members), reduction)
+        return to_input_size(result.disparity, out_size), to_input_size(result.uncertainty, out_size)
+
+    disparity, uncertainty = estimate(image[..., :3], size)
+    if grid is None:
+        return disparity, uncertainty
+    tiles = [estimate(image[:, rows, cols, :3], grid.size) for rows, cols in tile_slices(grid)]
+    merged = [
+        merge_tiles(torch.stack([t[0][b] for t in tiles]), grid, disparity[b], uncertainty=torch.stack([t[1][b] for t in tiles]))
+        for b in range(image.shape[0])
+    ]
+    return torch.stack([m.disparity for m in merged]), torch.stack([m.uncertainty for m in merged])
 
 
 class JointDiTDepthEstimation(io.ComfyNode):
@@ -119,6 +164,8 @@ class JointDiTDepthEstimation(io.ComfyNode):
                 io.Combo.Input("reduction", options=list(REDUCTIONS), default="median", tooltip="How the aligned members are combined (Marigold: median)."),
                 io.Combo.Input("colormap", options=list(COLORMAPS), default="turbo", tooltip="Colours of the 'colormap' output."),
                 io.Combo.Input("preset", options=list(PRESETS), default="custom", optional=True, tooltip=_PRESET_TIP),  # optional: older API prompts lack it
+                io.Combo.Input("large_photos", options=list(LARGE_PHOTOS), default="resize", optional=True, tooltip=_LARGE_PHOTOS_TIP, **advanced()),
+                io.Int.Input("tile_overlap", default=128, min=0, max=8192, step=16, optional=True, tooltip=_OVERLAP_TIP, **advanced()),
                 io.Conditioning.Input("positive", optional=True, tooltip="Prompt; official: ' ' (a single space). Without it, 'clip' encodes ' '."),
                 io.Clip.Input("clip", optional=True, tooltip="FLUX.1 text encoders, used to encode the official prompt ' ' when 'positive' is not connected."),
             ],
@@ -133,7 +180,8 @@ class JointDiTDepthEstimation(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, vae, image, processing_resolution, ensemble_size, seed, steps, reduction, colormap, positive=None, clip=None, preset="custom") -> io.NodeOutput:
+    def execute(cls, model, vae, image, processing_resolution, ensemble_size, seed, steps, reduction, colormap, positive=None, clip=None, preset="custom",
+                large_photos="resize", tile_overlap=128) -> io.NodeOutput:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
         zero_noise = False
@@ -141,7 +189,8 @@ class JointDiTDepthEstimation(io.ComfyNode):
             steps, zero_noise = PRESETS[preset]
             ensemble_size = 1 if zero_noise else ensemble_size
         depth, uncertainty = estimate_depth(
-            model, vae, official_conditioning(positive, clip), image, processing_resolution, ensemble_size, seed, steps, reduction, zero_noise
+            model, vae, official_conditioning(positive, clip), image, processing_resolution, ensemble_size, seed, steps, reduction, zero_noise,
+            large_photos, tile_overlap,
         )
         peak = uncertainty.flatten(1).max(dim=1).values.clamp_min(1e-12)[:, None, None]
         return io.NodeOutput(
