@@ -19,11 +19,20 @@ Prints three tables (Markdown):
    and for rgb / disparity decoded plainly and with the latent padded circularly before decoding (pixels:
    compared with the steps between two latent columns, where the seam lies).
 3. **Cost.** Model evaluations per step against the window count for a few widths.
+
+With ``--tiles`` instead: **large photos** (JointDiT Depth Estimation's ``large_photos``): held-out scenes rendered
+at 4x the native size with the native field of view (256 x 256, exact depth) and 4x wider (64 x 256), depth by
+(a) resizing to 64 x 64 and back, (b) tiles of 64 px reconciled and anchored to (a), (c) the same tiles without the
+anchor (:func:`rgbd_world.stack.depth_estimation_tiles`, the node's core); AbsRel / delta1, model forward passes and
+CPU seconds per image.
+
+    python -m rgbd_world.evaluate_windows --tiles --scenes 20
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from unittest import mock
 
 import numpy as np
@@ -36,20 +45,23 @@ from jointdit_core.images import model_to_uint8, uint8_to_model
 
 from .metrics import evaluate_disparity
 from .scenes import HFOV_DEG, Camera, _camera_basis, _shade, camera_rays, rng_for, sample_spec, scene, split_indices
-from .stack import DEPTH_ESTIMATION_PROMPT, _decode, _decode_disparity, _encode, load_stack
+from jointdit_core.tiles import merge_tiles
+
+from .stack import DEPTH_ESTIMATION_PROMPT, _decode, _decode_disparity, _encode, depth_estimation_resized, load_stack, tile_estimates
 
 NATIVE = 64  # the demo model's resolution (pixels)
 pipeline_windowed_velocity = pipeline.windowed_velocity  # the real one, wrapped by WindowSpy while generate runs
 
 
-def render_wide(index: int, height: int = NATIVE, width: int = 4 * NATIVE, supersample: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Scene ``index`` seen by a camera ``width`` px wide with the native focal length (a wider field of view).
+def render_wide(index: int, height: int = NATIVE, width: int = 4 * NATIVE, supersample: int = 2, zoom: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Scene ``index`` seen by a camera ``width`` px wide with the native focal length times ``zoom`` (zoom 1 and a
+    width above 64: a wider field of view; 256 x 256 at zoom 4: the native view at 4x the resolution).
 
     Returns (rgb uint8 (H, W, 3), z-depth float32 (H, W) in metres, exact per pixel), shaded as
     :func:`rgbd_world.scenes.render` does.
     """
     spec = sample_spec(rng_for(index))
-    focal = (NATIVE / 2) / np.tan(np.deg2rad(HFOV_DEG) / 2)
+    focal = zoom * (NATIVE / 2) / np.tan(np.deg2rad(HFOV_DEG) / 2)
     cam = Camera(np.array([0.0, spec.camera_height, 0.0]), _camera_basis(spec.camera_pitch), float(focal), width, height)
     _, depth, _ = _shade(spec, cam, camera_rays(cam, 1).reshape(-1, 3))
     colour, _, _ = _shade(spec, cam, camera_rays(cam, supersample).reshape(-1, 3))
@@ -124,6 +136,43 @@ def wide_depth_table(stack, scenes: int, steps: int, overlap: int) -> list[str]:
         extra = "%.3f / %.3f" % tuple(np.mean(agree, axis=0)) if name == "windows" else "-"
         label = f"windows of 64 px, overlap {overlap} px" if name == "windows" else "resize to 64 x 64 and back"
         lines.append(f"| {label} | {abs_rel:.3f} | {delta1:.3f} | {extra} |")
+    return lines
+
+
+def large_photo_table(stack, scenes: int, steps: int, overlaps: tuple[int, ...] = (16, 32), ensemble: int = 1, anchor_weight: float = 0.1) -> list[str]:
+    """AbsRel / delta1 / forward passes / CPU seconds per image of resize against tiles (with and without the anchor)
+    on held-out scenes at 256 x 256 (native view, 4x resolution) and 64 x 256 (4x wider). The tiles are estimated
+    once per overlap (:func:`rgbd_world.stack.tile_estimates`) and merged both ways (what
+    :func:`rgbd_world.stack.depth_estimation_tiles` does); the anchored CPU time includes the resize estimate."""
+    resize = "resize to 64 x 64 and back"
+    lines = [f"| photo ({scenes} scenes, {steps} steps, ensemble {ensemble}) | method | AbsRel | delta1 | forward passes / image | CPU s / image |",
+             "|---|---|---|---|---|---|"]
+    for label, (height, width, zoom) in (("256 x 256 (native view, 4x resolution)", (256, 256, 4)), ("64 x 256 (4x wider view)", (64, 256, 1))):
+        scores: dict[str, list] = {}
+        seconds: dict[str, float] = {}
+        passes = {resize: steps * ensemble}
+        for k, index in enumerate(split_indices("test")[:scenes]):
+            rgb, depth = render_wide(index, height, width, zoom=zoom)
+            started = time.process_time()
+            resized = depth_estimation_resized(stack, rgb[None], steps, k, ensemble=ensemble)[0]
+            resize_seconds = time.process_time() - started
+            runs = {resize: (resized, resize_seconds)}
+            for overlap in overlaps:
+                started = time.process_time()
+                grid, tiles = tile_estimates(stack, rgb[None], overlap, steps, k, ensemble=ensemble)
+                tile_seconds = time.process_time() - started
+                for anchored in (True, False):
+                    name = f"{len(grid.windows)} tiles of 64 px, overlap {overlap} px, " + ("anchored to the resize estimate" if anchored else "no anchor")
+                    passes[name] = (len(grid.windows) + anchored) * steps * ensemble
+                    started = time.process_time()
+                    merged = merge_tiles(tiles[0], grid, torch.from_numpy(resized) if anchored else None, anchor_weight)
+                    runs[name] = (merged.disparity.numpy(), tile_seconds + time.process_time() - started + (resize_seconds if anchored else 0.0))
+            for name, (disparity, spent) in runs.items():
+                scores.setdefault(name, []).append(evaluate_disparity(disparity, depth))
+                seconds[name] = seconds.get(name, 0.0) + spent
+        for name, results in scores.items():
+            abs_rel, delta1 = np.mean([r["abs_rel"] for r in results]), np.mean([r["delta1"] for r in results])
+            lines.append(f"| {label} | {name} | {abs_rel:.3f} | {delta1:.3f} | {passes[name]} | {seconds[name] / len(results):.2f} |")
     return lines
 
 
@@ -209,6 +258,8 @@ def main(argv=None) -> None:
     parser.add_argument("--overlap", type=int, default=32, help="window overlap in pixels (multiple of 16)")
     parser.add_argument("--seam-only", action="store_true", help="skip the depth table")
     parser.add_argument("--figure", help="write the 360-degree panorama picture to this PNG instead of the tables")
+    parser.add_argument("--tiles", action="store_true", help="only the large-photo table: resize against tiles (steps: the model's own, see --steps)")
+    parser.add_argument("--ensemble", type=int, default=1, help="--tiles: ensemble members per estimate")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     if args.figure:
@@ -216,6 +267,10 @@ def main(argv=None) -> None:
             panorama_figure(args.figure, steps=args.steps)
         return
     stack = load_stack()
+    if args.tiles:
+        with torch.no_grad():
+            print("\n".join(large_photo_table(stack, args.scenes, args.steps, ensemble=args.ensemble)) + "\n", flush=True)
+        return
     with torch.no_grad():
         print("\n".join(cost_table(args.overlap)) + "\n", flush=True)
         if not args.seam_only:

@@ -150,6 +150,58 @@ def depth_estimation(stack: Stack, rgb: np.ndarray, steps: int = 20, seed: int =
     return np.concatenate(out)
 
 
+def _resize_uint8(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from jointdit_core.resize import resize_image
+
+    x = resize_image(torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float(), size)
+    return x.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def depth_estimation_resized(stack: Stack, rgb: np.ndarray, steps: int = 20, seed: int = 0, **options) -> np.ndarray:
+    """Depth of photos of any size by resizing: uint8 (N, H, W, 3) -> the photos squeezed to the model's square
+    native size (64 px; the demo model knows no other shape), :func:`depth_estimation`, the disparity resized back:
+    float32 (N, H, W) in [0, 1]. Resampling: :mod:`jointdit_core.resize` (JointDiT Depth Estimation's).
+    ``options``: as :func:`depth_estimation` (``ensemble``, ``batch``, ...)."""
+    from jointdit_core.resize import to_input_size
+
+    native = (stack.manifest["resolution"],) * 2
+    small = depth_estimation(stack, _resize_uint8(rgb, native), steps, seed, **options)
+    return to_input_size(torch.from_numpy(small), tuple(rgb.shape[1:3])).numpy()
+
+
+def tile_estimates(stack: Stack, rgb: np.ndarray, overlap: int, steps: int = 20, seed: int = 0, **options):
+    """Every tile's own disparity: uint8 (N, H, W, 3) -> (grid, float32 (N, T, h, w) in [0, 1]), the tiles of
+    :func:`jointdit_core.tiles.plan_tiles` (the native size, 64 px, ``overlap`` pixels; T = ``len(grid.windows)``),
+    estimated by :func:`depth_estimation` in one batch. ``options``: as :func:`depth_estimation`.
+    Raises ValueError from ``plan_tiles`` (e.g. an overlap of 64 px or more)."""
+    from jointdit_core.resize import to_input_size
+    from jointdit_core.tiles import plan_tiles, tile_slices
+
+    native = (stack.manifest["resolution"],) * 2
+    grid = plan_tiles(rgb.shape[1], rgb.shape[2], native, overlap)
+    crops = np.stack([photo[rows, cols] for photo in rgb for rows, cols in tile_slices(grid)])
+    tiles = torch.from_numpy(depth_estimation(stack, _resize_uint8(crops, native), steps, seed, **options))
+    return grid, to_input_size(tiles, grid.size).reshape(len(rgb), len(grid.windows), *grid.size)
+
+
+def depth_estimation_tiles(stack: Stack, rgb: np.ndarray, overlap: int, steps: int = 20, seed: int = 0, anchor_weight: float | None = 0.1,
+                           **options) -> np.ndarray:
+    """Depth of photos larger than the model's native size in tiles of that size: uint8 (N, H, W, 3) -> float32 (N, H, W) in [0, 1].
+
+    The core of JointDiT Depth Estimation's ``large_photos = tiles``: :func:`tile_estimates`, merged by
+    :func:`jointdit_core.tiles.merge_tiles` anchored to :func:`depth_estimation_resized` (the same seed) with
+    ``anchor_weight``; None: no anchor, the tiles only agree with each other. ``options``: as :func:`depth_estimation`.
+    Raises ValueError from :func:`jointdit_core.tiles.plan_tiles` (e.g. an overlap of 64 px or more).
+    """
+    from jointdit_core.tiles import merge_tiles
+
+    grid, tiles = tile_estimates(stack, rgb, overlap, steps, seed, **options)
+    reference = None if anchor_weight is None else torch.from_numpy(depth_estimation_resized(stack, rgb, steps, seed, **options))
+    return np.stack([
+        merge_tiles(tiles[k], grid, None if reference is None else reference[k], anchor_weight or 0.0).disparity.numpy() for k in range(len(rgb))
+    ])
+
+
 def joint_generation(stack: Stack, captions: list[str], steps: int = 20, seed: int = 0, cfg: float | None = None, **options) -> tuple[np.ndarray, np.ndarray]:
     """Text -> (rgb uint8 (N, H, W, 3), disparity float32 (N, H, W) in [0, 1]); both branches from noise.
 
