@@ -176,6 +176,31 @@ def large_photo_table(stack, scenes: int, steps: int, overlaps: tuple[int, ...] 
     return lines
 
 
+def tiles_figure(folder, index: int = 3, overlap: int = 16, steps: int = 4, seed: int = 0) -> None:
+    """The template card's pictures of the wide-photo workflow: held-out scene ``index`` rendered 128 x 256 (twice the
+    native resolution, twice as wide a view) and its disparity in tiles of 64 px (anchored, the node's
+    ``large_photos = tiles``), each letterboxed onto a dark 256 x 256 square: ``folder/wide/00_input.png`` and
+    ``folder/wide/00_depth_color.png`` (turbo)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from jointdit_core.depth import colorize
+
+    from .stack import depth_estimation_tiles
+
+    rgb, _ = render_wide(split_indices("test")[index], 128, 256, zoom=2)
+    disparity = depth_estimation_tiles(load_stack(), rgb[None], overlap, steps, seed)[0]
+    colour = (colorize(torch.from_numpy(disparity), "turbo").numpy() * 255).round().astype(np.uint8)
+    out = Path(folder) / "wide"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, picture in (("00_input.png", rgb), ("00_depth_color.png", colour)):
+        square = np.full((256, 256, 3), 24, np.uint8)
+        square[64:192] = picture
+        Image.fromarray(square).save(out / name)
+        print(out / name)
+
+
 def _seam_ratio(x: np.ndarray, period: int = 1) -> float:
     """(H, W[, C]) -> mean |col 0 - col W-1| / mean |col j - col j+1| over the other columns j + 1 divisible by
     ``period`` (8 for decoded pixels: the seam lies between two latent columns, so it is compared with the steps
@@ -260,11 +285,16 @@ def main(argv=None) -> None:
     parser.add_argument("--figure", help="write the 360-degree panorama picture to this PNG instead of the tables")
     parser.add_argument("--tiles", action="store_true", help="only the large-photo table: resize against tiles (steps: the model's own, see --steps)")
     parser.add_argument("--ensemble", type=int, default=1, help="--tiles: ensemble members per estimate")
+    parser.add_argument("--tiles-figure", help="write the wide-photo workflow's thumbnail pictures into this folder (wide/) instead of the tables")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     if args.figure:
         with torch.no_grad():
             panorama_figure(args.figure, steps=args.steps)
+        return
+    if args.tiles_figure:
+        with torch.no_grad():
+            tiles_figure(args.tiles_figure)
         return
     stack = load_stack()
     if args.tiles:

@@ -63,6 +63,10 @@ TIPS = {
     "depth_estimation": "A photo's depth map. Pick your photo in *Photo* (the prompt stays a single space, as in the paper).",
     "depth_estimation_any_size": "A photo's depth map at the photo's own size: an ensemble of 4 runs, their median and "
                                  "their spread (*Uncertainty*), saved as a 16-bit PNG.",
+    "depth_estimation_wide": "The depth map of a wide or large photo in tiles: pick your photo in *Wide photo*. Besides the whole "
+                             "photo at processing_resolution, tiles of that size at the photo's own scale (large_photos = tiles, "
+                             "tile_overlap pixels shared) are estimated and reconciled. Cost: tiles + 1 runs (a 2048x1024 photo at "
+                             "512 with overlap 128: 15 tiles).",
     "depth_estimation_3d": "A photo's depth map lifted to a 3D mesh (*3D view*: drag to orbit). Pick your photo in *Photo*.",
     "depth_to_image": "The photo's depth map (depth estimation) turned into a new image from the prompt. To use your "
                       "own depth map, connect it to *Encode depth*'s depth input.",
@@ -146,6 +150,17 @@ WORKFLOWS = {
         "9": _node("JointDiTSaveDepth", "Save depth (16-bit PNG)", depth=["8", 0], filename_prefix="JointDiT/depth16", format="png16"),
         "10": _node("PreviewImage", "Depth (colour)", images=["8", 2]),
         "11": _node("PreviewImage", "Uncertainty", images=["8", 4]),
+    },
+    # A wide or large photo in tiles (large_photos = tiles): the resize estimate plus reconciled tiles of the processing size.
+    "depth_estimation_wide": {
+        **{k: v for k, v in _common(" ").items() if k in ("1", "2", "3", "6")},
+        "7": _node("LoadImage", "Wide photo", image="example.png"),
+        "8": _node(
+            "JointDiTDepthEstimation", "Depth estimation (tiles)", model=["2", 0], vae=["6", 0], image=["7", 0], processing_resolution=512,
+            ensemble_size=1, seed=42, steps=20, reduction="median", colormap="turbo", clip=["3", 0], large_photos="tiles", tile_overlap=128,
+        ),
+        "9": _node("JointDiTSaveDepth", "Save depth (16-bit PNG)", depth=["8", 0], filename_prefix="JointDiT/depth_wide", format="png16"),
+        "10": _node("PreviewImage", "Depth (colour)", images=["8", 2]),
     },
     # The depth map comes from the photo (depth estimation), through Encode Depth: connect your own depth map
     # (Load Image, Depth Anything, a ControlNet preprocessor) to Encode Depth's 'depth' input instead.
@@ -257,6 +272,7 @@ TEMPLATES = {
     "joint_generation": "JointDiT 1 - Text to image and depth",
     "depth_estimation": "JointDiT 2 - Photo to depth",
     "depth_estimation_any_size": "JointDiT 3 - Photo to depth, any size",
+    "depth_estimation_wide": "JointDiT 3b - Wide photo to depth, in tiles",
     "depth_to_image": "JointDiT 4 - Depth to image",
     "inpaint_rgbd": "JointDiT 5 - Inpaint image and depth",
     "outpaint_rgbd": "JointDiT 6 - Outpaint image and depth",
@@ -332,6 +348,7 @@ GRIDS = {
     "depth_estimation": {"columns": [[1, 3, 6], [2, 4, 5], [7, 8, 9], [10, 11]], "outputs": [[12], [13]]},
     "depth_estimation_3d": {"columns": [[1, 3, 6], [2, 4, 5], [7, 8, 9], [10, 11, 14]], "outputs": [[12, 15], [13]]},
     "depth_estimation_any_size": {"columns": [[1, 3, 6], [2, 7], [8]], "outputs": [[9, 11], [10]]},
+    "depth_estimation_wide": {"columns": [[1, 3, 6], [2, 7], [8]], "outputs": [[9], [10]], "output_size": [500, 400]},
     "depth_to_image": {"columns": [[1, 3, 6], [2, 7, 8], [9, 10, 11, 12], [13, 4, 5, 14], [15, 16]], "outputs": [[17, 18]]},
     "inpaint_rgbd": {"columns": [[1, 3, 6, 4, 5], [2, 7, 8, 9], [10, 11, 12, 13], [14, 15, 16, 17], [18, 19, 20]],
                      "outputs": [[21, 22, 23]], "output_size": [340, 320]},
@@ -484,6 +501,7 @@ THUMBNAILS = {
                          [("depth", "depth_estimation/00_depth_color.png"), ("depth", "depth_estimation/01_depth_color.png")]),
     "depth_estimation_any_size": ([("photo, any size", "depth_estimation/02_input.png"), ("photo", "depth_estimation/03_input.png")],
                                   [("depth (16-bit)", "depth_estimation/02_depth_color.png"), ("depth", "depth_estimation/03_depth_color.png")]),
+    "depth_estimation_wide": ([("wide photo", "wide/00_input.png")], [("depth, tiles", "wide/00_depth_color.png")]),  # evaluate_windows --tiles-figure
     "depth_to_image": ([("depth map", "depth_to_image/00_input_depth_color.png"), ("depth map", "depth_to_image/01_input_depth_color.png")],
                        [("new image", "depth_to_image/00_rgb.png"), ("new image", "depth_to_image/01_rgb.png")]),
     "inpaint_rgbd": ([("photo + mask", "inpainting/00_input.png")], [("image", "inpainting/00_rgb.png"), ("depth", "inpainting/00_depth_color.png")]),
