@@ -515,15 +515,14 @@ def _tile_image(demo_output: Path, tile: tuple, summary: dict):
         return image
     if tile[1] == "3d":  # the pair lifted to a mesh, seen 35 degrees from the side (as the 3D view can show it)
         sys.path.insert(0, str(ROOT))
-        from rgbd_world.lift_eval import WORLD_NEAR
-        from rgbd_world.lift_figure import view
-        from rgbd_world.scenes import FAR
+        from rgbd_world.figures.lift_world import WORLD_NEAR, new_view
+        from rgbd_world.world.scenes import FAR
 
         folder, sample = tile[2], tile[3]
         rgb_name = "rgb" if folder == "joint_generation" else "input"
         rgb = np.asarray(Image.open(demo_output / folder / f"{sample}_{rgb_name}.png").convert("RGB"))
         disparity = np.asarray(Image.open(demo_output / folder / f"{sample}_depth.png").convert("L"), np.float32) / 255
-        return Image.fromarray(view(rgb, disparity, WORLD_NEAR, FAR)).resize((TILE, TILE), Image.Resampling.BICUBIC)
+        return Image.fromarray(new_view(rgb, disparity, WORLD_NEAR, FAR)).resize((TILE, TILE), Image.Resampling.BICUBIC)
     return Image.open(demo_output / tile[1]).convert("RGB").resize((TILE, TILE), Image.Resampling.BICUBIC)
 
 

@@ -82,7 +82,7 @@ def test_addon_for_another_model_is_a_usage_error(capsys, tmp_path):
 def test_overview_lays_out_labelled_groups_and_wraps_long_sections():
     import numpy as np
 
-    from rgbd_world.overview import GROUP_GAP, MARGIN, TILE, Example, Section, render_overview
+    from rgbd_world.figures.overview import GROUP_GAP, MARGIN, TILE, Example, Section, render_overview
 
     tile = np.zeros((64, 64, 3), np.uint8)
     tile[..., 0] = 255

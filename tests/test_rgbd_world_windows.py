@@ -1,9 +1,9 @@
-"""The wide demo-world renders of the window-sampling evaluation (rgbd_world.evaluate_windows)."""
+"""The wide demo-world renders of the window-sampling evaluation (rgbd_world.evaluation.windows)."""
 
 import numpy as np
 
-from rgbd_world.evaluate_windows import _seam_ratio, render_wide
-from rgbd_world.scenes import scene, split_indices
+from rgbd_world.evaluation.windows import _seam_ratio, render_wide
+from rgbd_world.world.scenes import scene, split_indices
 
 
 def test_wide_render_has_the_native_view_in_its_middle():

@@ -1,7 +1,7 @@
 """Window sampling (panoramas) on the demo world: wide depth estimation, the 360-degree seam, the cost.
 
-    python -m rgbd_world.evaluate_windows --scenes 8 --steps 10
-    python -m rgbd_world.evaluate_windows --figure docs/panorama.png   # the README's 360-degree picture
+    python -m rgbd_world.evaluation.windows --scenes 8 --steps 10
+    python -m rgbd_world.evaluation.windows --figure docs/panorama.png   # the README's 360-degree picture
 
 Prints three tables (Markdown):
 
@@ -9,7 +9,7 @@ Prints three tables (Markdown):
    native focal length, so each 64 px window sees what the model was trained on; exact z-depth). The depth
    is estimated (a) in windows of 64 px with 32 px overlap and (b) by resizing the photo to 64 x 64 and
    the disparity back (what a sampler without windows does). AbsRel / delta1 after the usual disparity
-   alignment (:func:`rgbd_world.metrics.evaluate_disparity`), and the disagreement of overlapping windows
+   alignment (:func:`rgbd_world.evaluation.metrics.evaluate_disparity`), and the disagreement of overlapping windows
    before blending: the mean |difference| of neighbouring windows' clean-depth estimates
    (``x - sigma * v``, latent space) over their overlap, relative to the mean |estimate| there, averaged
    over the steps (and at the last step).
@@ -35,8 +35,8 @@ from jointdit_core.windows import WindowSettings, plan_windows, windows_per_call
 from jointdit_core.images import model_to_uint8, uint8_to_model
 
 from .metrics import evaluate_disparity
-from .scenes import HFOV_DEG, Camera, _camera_basis, _shade, camera_rays, rng_for, sample_spec, scene, split_indices
-from .stack import DEPTH_ESTIMATION_PROMPT, _decode, _decode_disparity, _encode, load_stack
+from ..world.scenes import HFOV_DEG, Camera, _camera_basis, _shade, camera_rays, rng_for, sample_spec, scene, split_indices
+from ..stack import DEPTH_ESTIMATION_PROMPT, _decode, _decode_disparity, _encode, load_stack
 
 NATIVE = 64  # the demo model's resolution (pixels)
 pipeline_windowed_velocity = pipeline.windowed_velocity  # the real one, wrapped by WindowSpy while generate runs
@@ -46,7 +46,7 @@ def render_wide(index: int, height: int = NATIVE, width: int = 4 * NATIVE, super
     """Scene ``index`` seen by a camera ``width`` px wide with the native focal length (a wider field of view).
 
     Returns (rgb uint8 (H, W, 3), z-depth float32 (H, W) in metres, exact per pixel), shaded as
-    :func:`rgbd_world.scenes.render` does.
+    :func:`rgbd_world.world.scenes.render` does.
     """
     spec = sample_spec(rng_for(index))
     focal = (NATIVE / 2) / np.tan(np.deg2rad(HFOV_DEG) / 2)
@@ -184,7 +184,7 @@ def panorama_figure(path, caption_index: int = 3, steps: int = 20, seed: int = 0
 
     from jointdit_core.lift3d import lift_rgbd
 
-    from .render3d import orbit, render_mesh
+    from ..world.render3d import orbit, render_mesh
 
     stack = load_stack()
     caption = scene(split_indices("test")[caption_index]).caption

@@ -1,6 +1,6 @@
 """Write a contact sheet PNG of scenes: each tile is the rgb image above its depth map.
 
-    python -m rgbd_world.contact_sheet --out sheet.png --split train --count 16 --size 64
+    python -m rgbd_world.figures.contact_sheet --out sheet.png --split train --count 16 --size 64
 
 Depth is shown as per-image normalised disparity (near = bright). Captions go to stdout.
 """
@@ -14,8 +14,8 @@ from PIL import Image
 
 from jointdit_core.images import unit_to_uint8
 
-from .dataset import normalized_disparity
-from .scenes import scene, split_indices
+from ..world.dataset import normalized_disparity
+from ..world.scenes import scene, split_indices
 
 
 def contact_sheet(indices, size: int = 64, columns: int = 8) -> tuple[Image.Image, list[str]]:

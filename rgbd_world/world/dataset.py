@@ -9,7 +9,7 @@
 
 Stems are ``<split>_<index:07d>``. Command::
 
-    python -m rgbd_world.make_dataset --out DIR --split train --count N --size 64 [--start K]
+    python -m rgbd_world.world.make_dataset --out DIR --split train --count N --size 64 [--start K]
 
 takes scenes ``split_indices(split)[start : start + count]``. The trainer reads it with
 ``dataset_dir=DIR`` and ``depth_kind="disparity"`` (the default).
