@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from jointdit_trainer.benchmark.alignment import align_prediction
-from jointdit_trainer.benchmark.alignment import least_squares_scale_shift as align_scale_shift  # noqa: F401 (evaluate_ensemble)
+from jointdit_trainer.benchmark.alignment import least_squares_scale_shift as align_scale_shift  # noqa: F401 (evaluation.ensemble)
 from jointdit_trainer.benchmark.metrics import depth_metrics, mean_metrics  # noqa: F401 (rgbd_world's evaluations import it from here)
 
 from ..world.scenes import FAR
