@@ -12,9 +12,8 @@ import numpy as np
 
 from jointdit_core.lift3d import LiftedRGBD, lift_rgbd
 
-from ..evaluation.metrics import NEAR_DEPTH
 from ..world.render3d import orbit, render_mesh
-from ..world.scenes import FAR, HFOV_DEG
+from ..world.scenes import FAR, HFOV_DEG, NEAR_DEPTH
 
 EDGE_THRESHOLD_64PX = 0.1  # relative depth-edge threshold for the world's 64x64 images (0.03 suits >= 512 px)
 SKY_THRESHOLD = 0.01  # normalised disparity below which a pixel counts as sky
