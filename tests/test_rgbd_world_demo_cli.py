@@ -95,3 +95,12 @@ def test_overview_lays_out_labelled_groups_and_wraps_long_sections():
     assert red.sum() == 2 * 3 * TILE * TILE  # every tile drawn, at full size
     with pytest.raises(ValueError, match="needs examples"):
         render_overview([Section("empty")])
+
+
+@pytest.mark.parametrize("module", ["rgbd_world.evaluation.depth", "rgbd_world.world.make_dataset", "rgbd_world.training.finetune_decoder"])
+def test_usage_names_the_command_a_reader_types(module):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith(f"usage: python -m {module} ")

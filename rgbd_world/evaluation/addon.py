@@ -26,6 +26,7 @@ import numpy as np
 
 from .metrics import error_breakdown, evaluate_disparity, mean_metrics
 from ..stack import DEFAULT_MODEL_DIR, Stack, depth_estimation, load_stack, read_manifest, scenes_of
+from ..cli import command_prog
 
 
 def evaluate_addon(stack: Stack, rgb: np.ndarray, depths: list, steps: int = 20, seed: int = 0, save_pred: str | None = None, breakdown: bool = False) -> dict:
@@ -45,7 +46,7 @@ def evaluate_addon(stack: Stack, rgb: np.ndarray, depths: list, steps: int = 20,
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("addons", nargs="+", help="addon files (.safetensors with their .json sidecar)")
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder for base, autoencoder, text encoders")
     p.add_argument("--split", default="test", choices=["test", "train"])

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..cli import int_at_least
+from ..cli import command_prog, int_at_least
 from .metrics import valid_mask
 from ..stack import held_out_scenes
 
@@ -38,7 +38,7 @@ def write_split(out: str | Path, count: int = 200, start: int = 0, size: int = 6
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--count", type=int_at_least(1), default=200, help="test scenes (the split has 1000)")
     p.add_argument("--start", type=int_at_least(0), default=0)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import int_at_least, write_json
+from ..cli import command_prog, int_at_least, write_json
 from .metrics import evaluate_disparity, mean_metrics
 from ..stack import DEFAULT_MODEL_DIR, autoencoder_roundtrip_disparity, depth_estimation, depth_settings, held_out_scenes, load_baseline, load_stack, read_manifest
 
@@ -94,7 +94,7 @@ def table(result: dict) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder (python -m rgbd_world.recipe)")
     p.add_argument("--count", type=int_at_least(1), default=200, help="test scenes (the split has 1000)")
     p.add_argument("--steps", type=int_at_least(1), default=None, help="sampling steps (default: the model's, model.json depth_estimation; official 20)")

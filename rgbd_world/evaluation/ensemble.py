@@ -27,6 +27,7 @@ from jointdit_core.ensemble import REDUCTIONS, ensemble_disparity
 
 from .metrics import align_scale_shift, evaluate_disparity, mean_metrics, valid_mask
 from ..stack import DEFAULT_MODEL_DIR, MEMBER_SEED_STRIDE, depth_estimation, held_out_scenes, load_stack, read_manifest
+from ..cli import command_prog
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -104,7 +105,7 @@ def table(result: dict) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
     p.add_argument("--count", type=int, default=200, help="held-out test scenes")
     p.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 10], help="ensemble sizes")

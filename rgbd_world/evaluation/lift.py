@@ -37,6 +37,7 @@ from jointdit_core.lift3d import lift_rgbd, unproject
 from .metrics import aligned_depth, valid_mask
 from ..world.scenes import FAR, HFOV_DEG
 from ..stack import DEFAULT_MODEL_DIR, depth_estimation, held_out_scenes, load_baseline, load_stack
+from ..cli import command_prog
 
 
 def point_error(points: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -122,7 +123,7 @@ def table(result: dict) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder (python -m rgbd_world.recipe)")
     p.add_argument("--count", type=int, default=100, help="test scenes")
     p.add_argument("--steps", type=int, default=20, help="sampling steps (official 20)")

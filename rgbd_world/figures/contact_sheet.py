@@ -16,6 +16,7 @@ from jointdit_core.images import unit_to_uint8
 
 from ..world.dataset import normalized_disparity
 from ..world.scenes import scene, split_indices
+from ..cli import command_prog
 
 
 def contact_sheet(indices, size: int = 64, columns: int = 8) -> tuple[Image.Image, list[str]]:
@@ -33,7 +34,7 @@ def contact_sheet(indices, size: int = 64, columns: int = 8) -> tuple[Image.Imag
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--split", default="train", choices=["train", "test"])
     p.add_argument("--start", type=int, default=0, help="offset inside the split")

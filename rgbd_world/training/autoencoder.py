@@ -39,6 +39,7 @@ from safetensors.torch import save_file
 from jointdit_core.autoencoder import AutoEncoder
 from jointdit_core.config import AutoEncoderConfig
 from jointdit_trainer.preprocess import resolve_device
+from ..cli import command_prog
 
 # ch_mult (2, 2, 2): 64 channels at every level, so every GroupNorm(32) sees 2 channels per group; with
 # (1, 2, 2) the decoder's last norm is a per-channel instance norm that erases absolute colour levels.
@@ -225,7 +226,7 @@ def train_autoencoder(
 
 def training_parser(doc: str, steps: int, batch: int, lr: float, batch_help: str | None = None) -> argparse.ArgumentParser:
     """The command-line options the world's trainers share: --out, --steps, --batch, --lr, --seed, --device."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output .safetensors (a .json of the same stem is written too)")
     p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--batch", type=int, default=batch, help=batch_help)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..world.scenes import VOCABULARY
+from ..cli import command_prog
 
 PAD, EOS, UNK, BOS = "<pad>", "</s>", "<unk>", "<s>"
 SPECIAL_TOKENS = (PAD, EOS, UNK, BOS)  # ids 0, 1, 2, 3 (T5 order; CLIP's eos id must not be 2)
@@ -189,7 +190,7 @@ def _no_transformers_progress_bars():
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="folder to write clip/ and t5/ into")
     p.add_argument("--vocabulary", action="store_true", help="print the words captions may use (Markdown list) and exit")
     p.add_argument("--clip-dim", type=int, default=64, help="= Flux vec_in_dim")
