@@ -361,8 +361,9 @@ TEMPLATES["panorama_360_3d"] = "JointDiT 9b - 360-degree panorama in 3D"
 GRIDS["panorama_360_3d"] = {"columns": [[1, 3, 6], [2, 4, 5, 7], [8], [9, 10, 14]], "outputs": [[11, 15], [12, 13]], "output_size": [340, 330]}
 TIPS["panorama_360_3d"] = ("A 360-degree image and its depth (2:1, equirectangular), generated in overlapping windows of the model's size "
                            "with wrap on, so the left and right edges join; both decoders pad circularly for the same reason. RGB-D "
-                           "to 3D puts it on a sphere around you: in *3D view* zoom in to stand inside. Sampling costs one model "
-                           "call per window and step (here 3 windows of 1024 pixels).")
+                           "to 3D puts it on a sphere around you: in *3D view* zoom in to stand inside. Decode Depth's wrap and RGB-D to "
+                           "3D's projection are advanced inputs (Show advanced inputs). Sampling costs one model call per window and "
+                           "step (here 3 windows of 1024 pixels).")
 
 
 def _properties(node: dict) -> dict:
