@@ -9,7 +9,7 @@ run of a fraction), preprocessed with ``depth_kind = "kitti"`` and trained with
 ``rgbd_world/configs/jointdit_small.toml`` (seed 42, same steps, lr cooldown over the second half). "no
 depth loss" is the dense cache with every ``depth_valid`` set to 0 (the depth row gets no loss; the rgb
 row's loss still reaches the depth branch through the joint layers). Every addon is then scored with
-``python -m rgbd_world.evaluate_addon`` (test scenes, 20 sampling steps, seed 0). Prints one Markdown table.
+``python -m rgbd_world.evaluation.addon`` (test scenes, 20 sampling steps, seed 0). Prints one Markdown table.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def sh(cmd: list[str], log: Path) -> float:
 
 
 def sparse_copy(dense: Path, out: Path, fraction: float, seed: int = 0) -> None:
-    """``dense`` (rgbd_world.make_dataset layout) -> ``out`` with depth/<stem>.png in KITTI format, ``fraction`` measured."""
+    """``dense`` (rgbd_world.world.make_dataset layout) -> ``out`` with depth/<stem>.png in KITTI format, ``fraction`` measured."""
     rng = np.random.default_rng(seed)
     for sub in ("images", "captions"):
         shutil.copytree(dense / sub, out / sub, dirs_exist_ok=True)
@@ -77,7 +77,7 @@ def main() -> None:
     py = sys.executable
     dense = work / "data" / "dense_source"
     if not (dense / "world.json").is_file():
-        sh([py, "-m", "rgbd_world.make_dataset", "--out", str(dense), "--split", "train", "--count", str(a.scenes)], work / "make_dataset.log")
+        sh([py, "-m", "rgbd_world.world.make_dataset", "--out", str(dense), "--split", "train", "--count", str(a.scenes)], work / "make_dataset.log")
     runs = {}
     for name, fraction in [*FRACTIONS.items(), ("no depth loss", None)]:
         tag = name.replace("%", "pct").replace(" ", "_")
@@ -104,7 +104,7 @@ def main() -> None:
         log = [json.loads(line) for line in (out / "logs" / "train_log.jsonl").read_text().splitlines()]
         result = work / f"eval_{tag}.jsonl"
         result.unlink(missing_ok=True)
-        sh([py, "-m", "rgbd_world.evaluate_addon", str(out / "jointdit_addons.safetensors"), "--count", str(a.eval_count), "--json", str(result)],
+        sh([py, "-m", "rgbd_world.evaluation.addon", str(out / "jointdit_addons.safetensors"), "--count", str(a.eval_count), "--json", str(result)],
            work / f"eval_{tag}.log")
         score = json.loads(result.read_text().splitlines()[-1])
         last = log[-50:]

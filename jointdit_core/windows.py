@@ -201,3 +201,38 @@ def windowed_velocity(velocity_fn: VelocityFn, grid: WindowGrid, windows_per_bat
         return out_rgb, out_depth
 
     return velocity
+
+
+WRAP_DECODE_COLUMNS = 8  # latent columns borrowed from the other edge: beyond the decoder's convolutions' reach of the seam
+
+
+def decode_wrapped(decode, z: Tensor, columns: int = WRAP_DECODE_COLUMNS, pixel_dim: int = -1) -> Tensor:
+    """Decode a 360-degree latent with circular padding, so the autoencoder sees the panorama's two edges side by side.
+
+    The latent is padded with its last ``columns`` columns on the left and its first ``columns`` on the right
+    (``torch.nn.functional.pad(..., mode="circular")`` along the width), decoded, and the pixels of the padding
+    cropped again. A plain decode pads both edges with zeros instead, which makes a seam where the image wraps.
+
+    Args:
+        decode: the autoencoder's decode, (B, C, h, W') latent -> pixels with the width at ``pixel_dim``
+            (a whole multiple of W'), e.g. :meth:`jointdit_core.autoencoder.AutoEncoder.decode` (pixel_dim -1)
+            or ComfyUI's ``VAE.decode`` ((B, H, W, 3): pixel_dim -2).
+        z: (B, C, h, w) latent, any float dtype.
+        columns: latent columns borrowed from each edge, 0 <= columns <= w (0: a plain decode).
+        pixel_dim: the width dimension of ``decode``'s output.
+    Returns:
+        ``decode``'s output for ``z``: the same layout and dtype, width w times the autoencoder's cell.
+    Raises:
+        ValueError: ``columns`` outside [0, w], or a decoded width that is not a whole multiple of the padded
+            latent's width.
+    """
+    width = z.shape[-1]
+    if not 0 <= columns <= width:
+        raise ValueError(f"circular decode borrows {columns} latent columns from each edge, but the latent is {width} wide: use 0 to {width}")
+    if columns == 0:
+        return decode(z)
+    pixels = decode(torch.cat([z[..., -columns:], z, z[..., :columns]], dim=-1))
+    cell, rest = divmod(pixels.shape[pixel_dim], width + 2 * columns)
+    if rest:
+        raise ValueError(f"decoded width {pixels.shape[pixel_dim]} (dim {pixel_dim}) is not a multiple of the padded latent's {width + 2 * columns}")
+    return pixels.narrow(pixel_dim, cell * columns, cell * width)

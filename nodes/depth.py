@@ -9,6 +9,8 @@ from jointdit_core.depth import DEPTH_TRANSFORMS
 
 from .depth_maps import COLORMAPS, check_depth_size, colorize, depth_from_comfy, depth_to_vae_pixels, vae_pixels_to_depth
 from .model_patch import jointdit_info
+from .node_options import advanced
+from .panorama_decode import vae_decode
 
 TRANSFORMS = ["auto", *DEPTH_TRANSFORMS]
 _TRANSFORM_TIP = (
@@ -106,6 +108,9 @@ class DecodeDepth(io.ComfyNode):
                 io.Combo.Input("depth_transform", options=TRANSFORMS, default="auto", tooltip=_TRANSFORM_TIP),
                 io.Combo.Input("colormap", options=list(COLORMAPS), default="turbo", tooltip="Colours of the 'colormap' output."),
                 io.Model.Input("model", optional=True, tooltip="JointDiT MODEL, read by depth_transform 'auto'."),
+                io.Boolean.Input("wrap", default=False, optional=True, **advanced(),
+                                 tooltip="360-degree panorama (Window Sampler with wrap): decode with circular padding, so the "
+                                         "left and right edges join without a seam."),
             ],
             outputs=[
                 io.Image.Output("depth_image", display_name="depth", tooltip="(B, H, W, 3) grey, [0, 1], near = bright."),
@@ -115,7 +120,7 @@ class DecodeDepth(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, vae, samples, depth_transform, colormap, model=None) -> io.NodeOutput:
+    def execute(cls, vae, samples, depth_transform, colormap, model=None, wrap=False) -> io.NodeOutput:
         z = samples["samples"]
         if z.shape[0] == 0:
             raise ValueError("DecodeDepth got a depth LATENT with a batch of 0: connect JointSampler's depth output")
@@ -125,6 +130,6 @@ class DecodeDepth(io.ComfyNode):
                 "in half precision overflowed; JointSampler refuses non-finite inputs, so check the model's weight_dtype "
                 "(UNETLoader 'default' or bf16) and any node between JointSampler and DecodeDepth"
             )
-        depth = vae_pixels_to_depth(vae.decode(samples["samples"]), resolve_transform(depth_transform, model))
+        depth = vae_pixels_to_depth(vae_decode(vae, z, wrap), resolve_transform(depth_transform, model))
         image = depth[..., None].expand(*depth.shape, 3).contiguous()
         return io.NodeOutput(image, depth, colorize(depth, colormap))

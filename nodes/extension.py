@@ -22,6 +22,7 @@ from .lift3d import RGBDTo3D  # noqa: E402
 from .depth_estimation import JointDiTDepthEstimation, JointDiTResize  # noqa: E402
 from .depth_files import LoadDepth, SaveDepth  # noqa: E402
 from .loader import LoadJointDiT  # noqa: E402
+from .panorama_decode import VAEDecodePanorama  # noqa: E402
 from .sampler import JointSampler, JointSamplerAdvanced  # noqa: E402
 from .step_cache import JointDiTCache  # noqa: E402
 from .window_sampler import JointSamplerWindows  # noqa: E402
@@ -31,7 +32,7 @@ class JointDiTExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [
             LoadJointDiT, JointSampler, JointSamplerAdvanced, JointSamplerWindows, EncodeDepth, DecodeDepth, JointDiTDepthEstimation,
-            JointDiTResize, SaveDepth, LoadDepth, RGBDTo3D, JointDiTCache,
+            JointDiTResize, SaveDepth, LoadDepth, RGBDTo3D, JointDiTCache, VAEDecodePanorama,
         ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -22,9 +23,17 @@ def int_at_least(lowest: int):
     return parse
 
 
+def command_prog() -> str | None:
+    """``prog`` for argparse: ``python -m rgbd_world.<module>`` of the command being run, so usage lines name the
+    command a reader types (argparse's default is the file name, e.g. ``depth.py``); None outside such a command."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", "")
+    return f"python -m {name}" if name.startswith("rgbd_world.") else None
+
+
 def evaluation_parser(description: str, default_model: str) -> argparse.ArgumentParser:
     """The shared options of the evaluation commands: --model, --count (test scenes), --steps, --json."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(prog=command_prog(), description=description)
     parser.add_argument("--model", default=default_model, help="model folder (python -m rgbd_world.recipe)")
     parser.add_argument("--count", type=int_at_least(1), default=200, help="held-out test scenes (the split has 1000)")
     parser.add_argument("--steps", type=int_at_least(1), default=20, help="sampling steps (official 20)")

@@ -6,7 +6,7 @@
 In the order of the overview, strongest first:
 
 1. depth estimation: depth of held-out test scenes (never trained on), scored against their exact
-   depth (AbsRel, delta1; protocol in :mod:`rgbd_world.metrics`), next to the trivial baseline; with the
+   depth (AbsRel, delta1; protocol in :mod:`rgbd_world.evaluation.metrics`), next to the trivial baseline; with the
    model's measured setting (model.json ``depth_estimation``: Euler steps, samples ensembled);
 2. 3D: one depth estimate and one joint-generation pair lifted to meshes (``3d/*.glb``, ``*.ply``) and
    seen from a new viewpoint;
@@ -14,7 +14,7 @@ In the order of the overview, strongest first:
 4. joint inpainting and outpainting: image and depth redrawn together inside a region;
 5. depth-to-image: images from held-out depth maps and their captions;
 6. joint generation: RGB + depth from a few captions (``--caption`` for your own; words:
-   ``python -m rgbd_world.text --vocabulary``).
+   ``python -m rgbd_world.training.text --vocabulary``).
 
 The small base (2.4M parameters, trained minutes on a CPU) draws blurry scenes that barely follow their
 captions: depth estimation and 3D are the strong parts. For 5 and 6 the caption classifier says what it
@@ -43,13 +43,13 @@ from jointdit_core.depth import colorize
 from jointdit_core.images import unit_to_uint8
 
 from .cli import int_at_least
-from .dataset import normalized_disparity
-from .lift_world import new_view, write_demo_lifts
-from .metrics import evaluate_disparity, generated_depth_abs_rel, mean_metrics
-from .evaluate_completion import nearest_fill, sparse_disparity
-from .evaluate_inpainting import masked_inputs, object_hole
-from .overview import TILE, Example, Section, render_overview
-from .scenes import VOCABULARY
+from .world.dataset import normalized_disparity
+from .figures.lift_world import new_view, write_demo_lifts
+from .evaluation.metrics import evaluate_disparity, generated_depth_abs_rel, mean_metrics
+from .evaluation.completion import nearest_fill, sparse_disparity
+from .evaluation.inpainting import masked_inputs, object_hole
+from .figures.overview import TILE, Example, Section, render_overview
+from .world.scenes import VOCABULARY
 from .stack import DEFAULT_MODEL_DIR, depth_completion, depth_estimation, depth_to_image, held_out_scenes, inpaint_rgbd, joint_generation, load_baseline, load_stack
 
 CAPTIONS = [
@@ -138,7 +138,7 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
             with other files, an addon file that does not fit the base;
         FileNotFoundError: no model in ``model_dir`` or no such addon file.
     """
-    from .scenes import split_indices
+    from .world.scenes import split_indices
 
     available = len(split_indices("test")) - DEPTH_ESTIMATION_START
     if not (1 <= count <= available) or steps < 1:
@@ -161,7 +161,7 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
                "guidance": stack.guidance, "cfg": stack.cfg, "depth_estimation_setting": depth}
     unknown = sorted({w for c in captions for w in c.lower().replace(",", " ").split()} - set(VOCABULARY))
     if unknown:
-        print(f"note: the small model's text encoders never saw {unknown}; they read as an unknown word (the words: python -m rgbd_world.text --vocabulary)")
+        print(f"note: the small model's text encoders never saw {unknown}; they read as an unknown word (the words: python -m rgbd_world.training.text --vocabulary)")
     files: list[str] = []
     sections: dict[str, Section] = {}
 
@@ -253,8 +253,8 @@ def run_demo(out: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: 
 
 def _caption_readings(images: np.ndarray, captions: list[str], entries: list[dict]) -> list[str]:
     """What the caption classifier reads in each generated image (words); adds each entry's "reads" and, for
-    captions of the world's grammar, "caption_accuracy" (per attribute, 1 = matches; rgbd_world.caption_classifier)."""
-    from .caption_classifier import caption_accuracy, describe, read_images
+    captions of the world's grammar, "caption_accuracy" (per attribute, 1 = matches; rgbd_world.evaluation.caption_classifier)."""
+    from .evaluation.caption_classifier import caption_accuracy, describe, read_images
 
     reading = read_images(images)
     words = [describe(reading, i) for i in range(len(images))]
@@ -343,19 +343,19 @@ def summary_markdown(s: dict) -> str:
         f"Inpainting, scene {ip['scene']} ({ip['caption']}): the first object's box ({ip['region_pixels']} pixels) cut out of photo and "
         f"depth and redrawn from the caption; depth AbsRel inside the hole against the true depth {ip['abs_rel_in_region']:.3f} "
         "(files in `inpainting/`; the redrawn image is pasted into the photo outside the hole, as inpainting tools composite; "
-        "`python -m rgbd_world.evaluate_inpainting` scores 200 scenes).",
+        "`python -m rgbd_world.evaluation.inpainting` scores 200 scenes).",
         "",
         f"Outpainting, scene {op['scene']} ({op['caption']}): the left and right {OUTPAINT_BORDER} columns ({op['region_pixels']} pixels) "
         f"drawn from the middle and the caption; depth AbsRel there {op['abs_rel_in_region']:.3f} (files in `outpainting/`).",
         "",
         f"Depth completion, scene {dc['scene']}: {dc['share']:.0%} of the valid depth pixels + the photo -> AbsRel {dc['abs_rel']:.3f} "
-        "(files in `depth_completion/`; `python -m rgbd_world.evaluate_completion` scores 200 scenes).",
+        "(files in `depth_completion/`; `python -m rgbd_world.evaluation.completion` scores 200 scenes).",
     ]
     lines += [
         "",
-        "Caption accuracy: the caption classifier (`rgbd_world.caption_classifier`, 0.85 on ground-truth renders) reads "
+        "Caption accuracy: the caption classifier (`rgbd_world.evaluation.caption_classifier`, 0.85 on ground-truth renders) reads "
         "count, floor, shapes, colours and colour + shape objects from the image; the mean of the attributes the caption "
-        "states that match (1 = all). `python -m rgbd_world.evaluate_captions` scores 200 captions.",
+        "states that match (1 = all). `python -m rgbd_world.evaluation.captions` scores 200 captions.",
         "",
         "Cycle AbsRel: the model re-estimates the depth of the image it generated and this is scored against the depth "
         "it generated (joint generation) or was given (depth-to-image); low = image and depth agree.",

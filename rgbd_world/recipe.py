@@ -6,11 +6,11 @@
 Stages, in order (each runs as its own command, printed before it runs, so any stage can be re-run
 by hand):
 
-1. ``data``      training scenes -> ``<work>/data/train`` (python -m rgbd_world.make_dataset)
+1. ``data``      training scenes -> ``<work>/data/train`` (python -m rgbd_world.world.make_dataset)
 2. ``text``      CLIP and T5 text encoders with the caption tokenizer, random, seeded -> ``<out>/text``
-3. ``ae``        the autoencoder -> ``<out>/ae.safetensors`` (python -m rgbd_world.train_autoencoder)
+3. ``ae``        the autoencoder -> ``<out>/ae.safetensors`` (python -m rgbd_world.training.autoencoder)
 4. ``cache``     the trainer's latent cache -> ``<work>/cache`` (python -m jointdit_trainer preprocess)
-5. ``base``      the text-to-image base -> ``<out>/flux.safetensors`` (python -m rgbd_world.train_base)
+5. ``base``      the text-to-image base -> ``<out>/flux.safetensors`` (python -m rgbd_world.training.base)
 6. ``addons``    JointDiT addons with the trainer (python -m jointdit_trainer train, config
                  ``rgbd_world/configs/jointdit_small.toml``): ``uts_asw`` (the recipe as published),
                  ``same_timestep`` (UTS off) and ``asw_off`` (ASW off); same seed and steps
@@ -53,9 +53,9 @@ CONFIG = Path(__file__).resolve().parent / "configs" / "jointdit_small.toml"
 SHIPPED_MODEL = Path(__file__).resolve().parent / "model"
 # what the stages write into --out (everything else there is someone else's)
 OUT_FILES = ("text", "ae.safetensors", "ae.json", "flux.safetensors", "flux.json", "addons", "baseline_mean_disparity.safetensors", "model.json",
-             "evaluation.json",  # python -m rgbd_world.evaluate --json; stale once the model is rebuilt
+             "evaluation.json",  # python -m rgbd_world.evaluation.depth --json; stale once the model is rebuilt
              "flux.checkpoint.safetensors")  # the base's training state while it trains
-# files in --out the recipe neither writes nor clears: the caption classifier (python -m rgbd_world.caption_classifier),
+# files in --out the recipe neither writes nor clears: the caption classifier (python -m rgbd_world.evaluation.caption_classifier),
 # the ruler every model is measured with, which a rebuild keeps
 KEPT_FILES = ("caption_classifier.safetensors", "caption_classifier.json")
 VARIANTS = {  # variant: trainer overrides (the ablations of the paper)
@@ -225,19 +225,19 @@ def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES
     on_device = [] if device == "auto" else ["--device", device]
     if "data" in stages:
         shutil.rmtree(work / "data" / "train", ignore_errors=True)
-        run(py + ["rgbd_world.make_dataset", "--out", str(work / "data" / "train"), "--split", "train", "--count", str(sizes["scenes"]), "--size", "64"], log, "data")
+        run(py + ["rgbd_world.world.make_dataset", "--out", str(work / "data" / "train"), "--split", "train", "--count", str(sizes["scenes"]), "--size", "64"], log, "data")
     if "text" in stages:
         shutil.rmtree(out / "text", ignore_errors=True)
-        run(py + ["rgbd_world.text", "--out", str(out / "text"), "--clip-dim", str(TEXT_DIM), "--t5-dim", str(TEXT_DIM), "--seed", str(seed)], log, "text")
+        run(py + ["rgbd_world.training.text", "--out", str(out / "text"), "--clip-dim", str(TEXT_DIM), "--t5-dim", str(TEXT_DIM), "--seed", str(seed)], log, "text")
     if "ae" in stages:
-        run(py + ["rgbd_world.train_autoencoder", "--data", str(work / "data" / "train"), "--out", str(out / "ae.safetensors"), "--steps", str(sizes["ae_steps"]), "--seed", str(seed)] + on_device, log, "ae", device)
+        run(py + ["rgbd_world.training.autoencoder", "--data", str(work / "data" / "train"), "--out", str(out / "ae.safetensors"), "--steps", str(sizes["ae_steps"]), "--seed", str(seed)] + on_device, log, "ae", device)
     if "cache" in stages:
         shutil.rmtree(work / "cache", ignore_errors=True)
         run(py + ["jointdit_trainer", "preprocess", "--config", str(CONFIG)] + tset + ([] if device == "auto" else ["--set", f"preprocess_device={device}"]), log, "cache", device)
     if "base" in stages:
-        from .train_base import checkpoint_path
+        from .training.base import checkpoint_path
 
-        cmd = ["rgbd_world.train_base", "--cache", str(work / "cache"), "--out", str(out / "flux.safetensors"), "--steps", str(sizes["base_steps"]), "--seed", str(seed)]
+        cmd = ["rgbd_world.training.base", "--cache", str(work / "cache"), "--out", str(out / "flux.safetensors"), "--steps", str(sizes["base_steps"]), "--seed", str(seed)]
         cmd += ["--checkpoint-every", "50"] + (["--resume"] if resume and checkpoint_path(out / "flux.safetensors").is_file() else []) + on_device
         run(py + cmd, log, "base", device)
     if "addons" in stages:

@@ -33,7 +33,7 @@ class Stack:
     ``manifest`` (model.json), ``cfg``: the classifier-free guidance scale of the captioned tasks (joint
     generation, depth-to-image; model.json ``cfg``, 1.0 = off when absent); ``depth_steps`` and
     ``depth_ensemble``: the Euler steps and ensemble size of depth estimation in the demo and
-    ``rgbd_world.evaluate`` (model.json ``depth_estimation``; the official 20 steps, one sample, when absent)."""
+    ``rgbd_world.evaluation.depth`` (model.json ``depth_estimation``; the official 20 steps, one sample, when absent)."""
 
     model: torch.nn.Module
     ae: torch.nn.Module
@@ -81,7 +81,7 @@ def load_stack(model_dir: str | Path = DEFAULT_MODEL_DIR, variant: str | None = 
     """
     from jointdit_core.checkpoint import load_autoencoder, load_jointdit
 
-    from .text import load_text_encoders
+    from .training.text import load_text_encoders
 
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
@@ -303,11 +303,11 @@ def load_baseline(model_dir: str | Path = DEFAULT_MODEL_DIR) -> np.ndarray:
 
 
 def scenes_of(split: str, start: int, count: int, size: int = 64):
-    """Scenes ``split_indices(split)[start:start+count]`` (rgbd_world.scenes.Scene objects), with a progress
+    """Scenes ``split_indices(split)[start:start+count]`` (rgbd_world.world.scenes.Scene objects), with a progress
     bar from 50 scenes on. Raises ValueError for a range outside the split."""
     from tqdm.auto import tqdm
 
-    from .scenes import scene, split_indices
+    from .world.scenes import scene, split_indices
 
     indices = split_indices(split)[start : start + count]
     if len(indices) < count:

@@ -344,7 +344,7 @@ PREVIEW_ROOM = {"JointSampler": 120}  # below the widgets: the latent preview sh
 # grows after a run ("output_size" for wide results). The note goes where it adds the least height.
 GRIDS = {
     "joint_generation": {"columns": [[1, 3, 6], [2, 4, 5, 7], [8, 9, 10]], "outputs": [[11, 13], [12]]},
-    "joint_generation_3d": {"columns": [[1, 3, 6], [2, 4, 5, 7], [8, 9, 10, 14]], "outputs": [[11, 15], [12, 13]]},
+    "joint_generation_3d": {"columns": [[1, 3, 6], [2, 4, 5, 7], [8], [9, 10, 14]], "outputs": [[11, 15], [12, 13]]},
     "depth_estimation": {"columns": [[1, 3, 6], [2, 4, 5], [7, 8, 9], [10, 11]], "outputs": [[12], [13]]},
     "depth_estimation_3d": {"columns": [[1, 3, 6], [2, 4, 5], [7, 8, 9], [10, 11, 14]], "outputs": [[12, 15], [13]]},
     "depth_estimation_any_size": {"columns": [[1, 3, 6], [2, 7], [8]], "outputs": [[9, 11], [10]]},
@@ -352,10 +352,35 @@ GRIDS = {
     "depth_to_image": {"columns": [[1, 3, 6], [2, 7, 8], [9, 10, 11, 12], [13, 4, 5, 14], [15, 16]], "outputs": [[17, 18]]},
     "inpaint_rgbd": {"columns": [[1, 3, 6, 4, 5], [2, 7, 8, 9], [10, 11, 12, 13], [14, 15, 16, 17], [18, 19, 20]],
                      "outputs": [[21, 22, 23]], "output_size": [340, 320]},
-    "outpaint_rgbd": {"columns": [[1, 3, 6, 4, 5], [2, 7, 8, 9], [10, 11, 12, 13], [14, 15, 16, 17], [18, 19, 20, 21, 22]],
+    "outpaint_rgbd": {"columns": [[1, 3, 6, 4, 5], [2, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16, 17], [18, 19, 20, 21, 22]],
                       "outputs": [[23, 24, 25]], "output_size": [340, 300]},
     "depth_completion": {"columns": [[1, 3, 6, 4, 5], [2, 7, 8, 9], [10, 11, 12, 13, 14], [15, 16, 17, 18, 19]], "outputs": [[20], [21]]},
 }
+
+
+# A 360-degree RGB-D panorama you stand inside: an equirectangular 2:1 latent (FLUX.1-dev scale) sampled in windows of the
+# model's size with wrap (the right edge joined to the left), both branches decoded with circular padding (no seam
+# where the panorama wraps), lifted onto a sphere around the viewer (RGB-D to 3D, projection equirectangular).
+WORKFLOWS["panorama_360_3d"] = _with_3d({
+    **_common("a 360-degree panorama of a sunlit ancient Roman forum with marble columns and temples, equirectangular"),
+    "7": _node("EmptySD3LatentImage", "Size (2:1 for 360 degrees)", width=2048, height=1024, batch_size=1),
+    "8": _node("JointSamplerWindows", "Window Sampler (360, wrap)", model=["2", 0], positive=["5", 0], task="joint_generation",
+               seed=42, steps=20, window_width=1024, window_height=1024, overlap=256, wrap=True, windows_per_batch=1, cfg=1.0, image=["7", 0]),
+    "9": _node("JointDiTVAEDecodeWrap", "Decode image (360, wrap)", samples=["8", 0], vae=["6", 0]),
+    "10": {**_decode_depth(["8", 1]), "_meta": {"title": "Decode Depth (360, wrap)"}},
+    "11": _node("SaveImage", "Save image", images=["9", 0], filename_prefix="JointDiT/panorama_rgb"),
+    "12": _node("SaveImage", "Save depth", images=["10", 0], filename_prefix="JointDiT/panorama_depth"),
+    "13": _node("PreviewImage", "Depth (colour)", images=["10", 2]),
+}, "JointDiTVAEDecodeWrap", "JointDiT/panorama_3d")
+WORKFLOWS["panorama_360_3d"]["10"]["inputs"]["wrap"] = True
+WORKFLOWS["panorama_360_3d"]["14"]["inputs"]["projection"] = "equirectangular"
+TEMPLATES["panorama_360_3d"] = "JointDiT 9b - 360-degree panorama in 3D"
+GRIDS["panorama_360_3d"] = {"columns": [[1, 3, 6], [2, 4, 5, 7], [8], [9, 10, 14]], "outputs": [[11, 15], [12, 13]], "output_size": [340, 330]}
+TIPS["panorama_360_3d"] = ("A 360-degree image and its depth (2:1, equirectangular), generated in overlapping windows of the model's size "
+                           "with wrap on, so the left and right edges join; both decoders pad circularly for the same reason. RGB-D "
+                           "to 3D puts it on a sphere around you: in *3D view* zoom in to stand inside. Decode Depth's wrap and RGB-D to "
+                           "3D's projection are advanced inputs (Show advanced inputs). Sampling costs one model call per window and "
+                           "step (here 3 windows of 1024 pixels).")
 
 
 def _properties(node: dict) -> dict:
@@ -533,15 +558,14 @@ def _tile_image(demo_output: Path, tile: tuple, summary: dict):
         return image
     if tile[1] == "3d":  # the pair lifted to a mesh, seen 35 degrees from the side (as the 3D view can show it)
         sys.path.insert(0, str(ROOT))
-        from rgbd_world.lift_eval import WORLD_NEAR
-        from rgbd_world.lift_figure import view
-        from rgbd_world.scenes import FAR
+        from rgbd_world.figures.lift_world import WORLD_NEAR, new_view
+        from rgbd_world.world.scenes import FAR
 
         folder, sample = tile[2], tile[3]
         rgb_name = "rgb" if folder == "joint_generation" else "input"
         rgb = np.asarray(Image.open(demo_output / folder / f"{sample}_{rgb_name}.png").convert("RGB"))
         disparity = np.asarray(Image.open(demo_output / folder / f"{sample}_depth.png").convert("L"), np.float32) / 255
-        return Image.fromarray(view(rgb, disparity, WORLD_NEAR, FAR)).resize((TILE, TILE), Image.Resampling.BICUBIC)
+        return Image.fromarray(new_view(rgb, disparity, WORLD_NEAR, FAR)).resize((TILE, TILE), Image.Resampling.BICUBIC)
     return Image.open(demo_output / tile[1]).convert("RGB").resize((TILE, TILE), Image.Resampling.BICUBIC)
 
 

@@ -181,7 +181,7 @@ def test_marigold_file_list_order_and_missing_members(tmp_path):
 
 
 def test_rgbd_world_spec_uses_the_worlds_far_plane():
-    from rgbd_world.scenes import FAR
+    from rgbd_world.world.scenes import FAR
 
     assert RGBD_WORLD_FAR == FAR
     with pytest.raises(ValueError, match="unknown dataset"):

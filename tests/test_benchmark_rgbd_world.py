@@ -1,5 +1,5 @@
 """Item 4 of the benchmark: the demo world's test split, written in DIODE's layout, scored by the benchmark
-command, gives exactly rgbd_world.evaluate's figure for the same scenes, steps and seed."""
+command, gives exactly rgbd_world.evaluation.depth's figure for the same scenes, steps and seed."""
 
 import json
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from jointdit_trainer.__main__ import main
-from rgbd_world.benchmark_split import write_split
-from rgbd_world.evaluate import score
+from rgbd_world.evaluation.benchmark_split import write_split
+from rgbd_world.evaluation.depth import score
 from rgbd_world.stack import depth_estimation, held_out_scenes, load_stack
 
 COUNT, STEPS = 3, 2

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from rgbd_world import caption_classifier as cc
-from rgbd_world.metrics import generated_depth_abs_rel
-from rgbd_world.scenes import COLOURS, SHAPES, scene, split_indices
+from rgbd_world.evaluation import caption_classifier as cc
+from rgbd_world.evaluation.metrics import generated_depth_abs_rel
+from rgbd_world.world.scenes import COLOURS, SHAPES, scene, split_indices
 
 # Measured on test scenes 1,000,000-1,000,039 with the shipped weights: count 1.0, floor 1.0 (19 captions name it),
 # shapes 0.75, colours 1.0, objects 0.525, overall 0.855 (chance for an exact set of colour + shape objects is
@@ -89,7 +89,7 @@ def test_bad_input_is_refused(images, captions, message):
 def test_bad_floor_and_missing_weights(tmp_path):
     with pytest.raises(ValueError, match="floor must be one of"):
         cc.caption_targets("a red cube", floor="wooden")
-    with pytest.raises(FileNotFoundError, match="python -m rgbd_world.caption_classifier"):
+    with pytest.raises(FileNotFoundError, match="python -m rgbd_world.evaluation.caption_classifier"):
         cc.load_classifier(tmp_path / "none.safetensors")
 
 
@@ -132,7 +132,7 @@ def test_a_model_rebuild_keeps_the_classifier(tmp_path):
 def test_describe_names_the_objects_read():
     import numpy as np
 
-    from rgbd_world.caption_classifier import OBJECTS, describe
+    from rgbd_world.evaluation.caption_classifier import OBJECTS, describe
 
     objects = np.zeros((2, len(OBJECTS)), bool)
     objects[0, OBJECTS.index("red sphere")] = objects[0, OBJECTS.index("blue cube")] = True
@@ -142,7 +142,7 @@ def test_describe_names_the_objects_read():
 
 
 def test_roundtrip_only_scores_the_renders_and_the_autoencoder_without_sampling(monkeypatch):
-    from rgbd_world import evaluate_captions as E
+    from rgbd_world.evaluation import captions as E
 
     def no_sampling(*args, **kwargs):
         raise AssertionError("roundtrip_only must not sample")
@@ -155,7 +155,7 @@ def test_roundtrip_only_scores_the_renders_and_the_autoencoder_without_sampling(
 
 
 def test_evaluate_captions_skip_depth_scores_the_generated_rows_without_depth():
-    from rgbd_world.evaluate_captions import evaluate_captions
+    from rgbd_world.evaluation.captions import evaluate_captions
 
     result = evaluate_captions(count=2, steps=1, cfg=2.0, skip_depth=True)
     assert list(result["caption_accuracy"]) == ["ground_truth", "ae_roundtrip", "joint_generation", "depth_to_image"]

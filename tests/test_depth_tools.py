@@ -285,11 +285,11 @@ def test_a_header_declaring_a_huge_map_is_refused_before_any_allocation(tmp_path
     assert read_depth(tmp_path / "ok.npy").values.shape == _ramp().shape
 
 
-# ---- rgbd_world.evaluate_ensemble scoring ------------------------------------------------------------
+# ---- rgbd_world.evaluation.ensemble scoring ------------------------------------------------------------
 
 
 def test_ensemble_scoring_on_synthetic_scenes_uncertainty_tracks_error():
-    from rgbd_world.evaluate_ensemble import score_ensemble
+    from rgbd_world.evaluation.ensemble import score_ensemble
 
     g = np.random.default_rng(0)
     depths, members = [], []

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from rgbd_world.evaluate_completion import nearest_fill, sparse_disparity
-from rgbd_world.scenes import FAR
+from rgbd_world.evaluation.completion import nearest_fill, sparse_disparity
+from rgbd_world.world.scenes import FAR
 
 
 def test_sparse_disparity_keeps_a_share_of_valid_pixels_only():
@@ -27,7 +27,7 @@ def test_nearest_fill_copies_the_nearest_kept_value():
 
 
 def test_object_hole_is_the_grown_box_on_the_latent_grid():
-    from rgbd_world.evaluate_inpainting import object_hole
+    from rgbd_world.evaluation.inpainting import object_hole
 
     labels = np.full((16, 16), -1, np.int8)
     labels[5:7, 9:10] = 0  # rows 5-6, column 9
@@ -41,7 +41,7 @@ def test_object_hole_is_the_grown_box_on_the_latent_grid():
 
 
 def test_masked_inputs_hide_the_hole_and_scoring_stays_inside_it():
-    from rgbd_world.evaluate_inpainting import masked_inputs, score_in_hole
+    from rgbd_world.evaluation.inpainting import masked_inputs, score_in_hole
 
     rgb = np.full((8, 8, 3), 200, np.uint8)
     disparity = np.tile(np.linspace(0, 1, 8, dtype=np.float32), (8, 1))
@@ -55,6 +55,6 @@ def test_masked_inputs_hide_the_hole_and_scoring_stays_inside_it():
     wrong = disparity.copy()
     wrong[hole] = 0  # wrong only in the hole: the error shows inside it, more than over the whole image
     inside = score_in_hole(wrong[None], [depth], hole[None])["abs_rel"]
-    from rgbd_world.metrics import evaluate_disparity
+    from rgbd_world.evaluation.metrics import evaluate_disparity
 
     assert inside > evaluate_disparity(wrong, depth)["abs_rel"] > 0

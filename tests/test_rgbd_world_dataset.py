@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rgbd_world import scenes as W
-from rgbd_world.dataset import write_dataset
+from rgbd_world.world import scenes as W
+from rgbd_world.world.dataset import write_dataset
 from jointdit_trainer.data import load_disparity, load_image, scan_dataset
 
 

@@ -82,7 +82,7 @@ def test_addon_for_another_model_is_a_usage_error(capsys, tmp_path):
 def test_overview_lays_out_labelled_groups_and_wraps_long_sections():
     import numpy as np
 
-    from rgbd_world.overview import GROUP_GAP, MARGIN, TILE, Example, Section, render_overview
+    from rgbd_world.figures.overview import GROUP_GAP, MARGIN, TILE, Example, Section, render_overview
 
     tile = np.zeros((64, 64, 3), np.uint8)
     tile[..., 0] = 255
@@ -95,3 +95,12 @@ def test_overview_lays_out_labelled_groups_and_wraps_long_sections():
     assert red.sum() == 2 * 3 * TILE * TILE  # every tile drawn, at full size
     with pytest.raises(ValueError, match="needs examples"):
         render_overview([Section("empty")])
+
+
+@pytest.mark.parametrize("module", ["rgbd_world.evaluation.depth", "rgbd_world.world.make_dataset", "rgbd_world.training.finetune_decoder"])
+def test_usage_names_the_command_a_reader_types(module):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith(f"usage: python -m {module} ")

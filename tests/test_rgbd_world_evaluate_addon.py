@@ -1,11 +1,11 @@
-"""rgbd_world.evaluate_addon: any addon file on the shipped base scores as rgbd_world.evaluate's rows do."""
+"""rgbd_world.evaluation.addon: any addon file on the shipped base scores as rgbd_world.evaluation.depth's rows do."""
 
 import json
 
 import numpy as np
 import pytest
 
-from rgbd_world import evaluate_addon as E
+from rgbd_world.evaluation import addon as E
 from rgbd_world import stack as S
 
 

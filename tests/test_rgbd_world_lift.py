@@ -1,4 +1,4 @@
-"""3D lifting on the RGB-D world (rgbd_world.lift_eval) and the software rasteriser of its picture (rgbd_world.render3d)."""
+"""3D lifting on the RGB-D world (rgbd_world.evaluation.lift) and the software rasteriser of its picture (rgbd_world.world.render3d)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from jointdit_core.lift3d import unproject
-from rgbd_world.lift_eval import point_error, scene_errors
-from rgbd_world.lift_world import write_demo_lifts
-from rgbd_world.render3d import orbit, render_mesh
-from rgbd_world.scenes import HFOV_DEG, scene, split_indices
+from rgbd_world.evaluation.lift import point_error, scene_errors
+from rgbd_world.figures.lift_world import write_demo_lifts
+from rgbd_world.world.render3d import orbit, render_mesh
+from rgbd_world.world.scenes import HFOV_DEG, scene, split_indices
 
 
 def test_point_error_is_scale_free_and_measures_distance():
@@ -26,10 +26,10 @@ def test_point_error_is_scale_free_and_measures_distance():
 
 
 def test_ground_truth_pair_lifts_to_the_exact_points_of_the_world_camera():
-    from rgbd_world.dataset import normalized_disparity
+    from rgbd_world.world.dataset import normalized_disparity
 
     s = scene(split_indices("test")[0], size=32)
-    # the scene's own ray directions (rgbd_world.scenes.camera_rays, forward component 1) times z-depth
+    # the scene's own ray directions (rgbd_world.world.scenes.camera_rays, forward component 1) times z-depth
     rays = np.stack(np.meshgrid((np.arange(32) + 0.5 - 16) / s.camera.focal, -(np.arange(32) + 0.5 - 16) / s.camera.focal), -1)
     expected = np.concatenate([rays * s.depth[..., None], -s.depth[..., None]], -1)
     assert np.abs(unproject(torch.from_numpy(s.depth), HFOV_DEG).numpy() - expected).max() < 1e-5

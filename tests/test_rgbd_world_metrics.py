@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from rgbd_world import metrics as M
-from rgbd_world.scenes import FAR, scene, split_indices
+from rgbd_world.evaluation import metrics as M
+from rgbd_world.world.scenes import FAR, scene, split_indices
 
 
 def test_alignment_recovers_scale_and_shift_exactly():
@@ -71,7 +71,7 @@ def test_mean_metrics():
 
 
 def test_depth_edges_mark_the_silhouette_and_the_breakdown_splits_the_error_there():
-    from rgbd_world.metrics import depth_edges, error_breakdown
+    from rgbd_world.evaluation.metrics import depth_edges, error_breakdown
 
     gt = np.full((8, 8), 4.0)
     gt[:, 4:] = 8.0  # a step between columns 3 and 4

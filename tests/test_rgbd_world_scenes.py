@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rgbd_world import scenes as W
+from rgbd_world.world import scenes as W
 
 
 def _unit_rays(cam):

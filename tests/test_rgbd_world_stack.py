@@ -19,7 +19,7 @@ SHIPPED = S.DEFAULT_MODEL_DIR
 
 
 def test_folding_the_latent_scale_keeps_reconstructions_and_gives_unit_std():
-    from rgbd_world.train_autoencoder import fold_latent_scale
+    from rgbd_world.training.autoencoder import fold_latent_scale
 
     torch.manual_seed(0)
     ae = AutoEncoder(TINY_AE).eval()
@@ -48,12 +48,12 @@ def test_colormap_is_viridis_from_far_to_near():
 def test_recipe_stages_in_miniature(tmp_path):
     """Dataset -> text encoders -> autoencoder -> trainer cache -> base -> trainer addons -> manifest ->
     load -> depth estimation / evaluation, each stage as the recipe runs it, at toy sizes."""
-    from rgbd_world.dataset import write_dataset
-    from rgbd_world.evaluate import evaluate
+    from rgbd_world.world.dataset import write_dataset
+    from rgbd_world.evaluation.depth import evaluate
     from rgbd_world.recipe import CONFIG, VARIANTS, trainer_overrides, write_manifest
-    from rgbd_world.text import build_text_encoders
-    from rgbd_world.train_autoencoder import train_autoencoder
-    from rgbd_world.train_base import train_base
+    from rgbd_world.training.text import build_text_encoders
+    from rgbd_world.training.autoencoder import train_autoencoder
+    from rgbd_world.training.base import train_base
     from jointdit_trainer.config import load_config
     from jointdit_trainer.preprocess import preprocess
     from jointdit_trainer.train import train
@@ -103,7 +103,7 @@ def test_shipped_model_is_small_and_complete():
 def test_shipped_model_estimates_depth_better_than_the_mean_depth_baseline():
     """Held-out scenes (never trained on): a broken joint path (e.g. addons not loaded or the rgb row not
     attended to) scores at or above the baseline, which predicts one map for every image."""
-    from rgbd_world.metrics import evaluate_disparity
+    from rgbd_world.evaluation.metrics import evaluate_disparity
 
     stack = S.load_stack(SHIPPED)
     scenes = S.held_out_scenes(8, start=500)
@@ -116,7 +116,7 @@ def test_shipped_model_estimates_depth_better_than_the_mean_depth_baseline():
 
 
 def test_depth_estimation_ensembles_the_members_evaluate_ensemble_measures():
-    """ensemble=N combines the runs with seeds seed + 1000 k (the members rgbd_world.evaluate_ensemble scores);
+    """ensemble=N combines the runs with seeds seed + 1000 k (the members rgbd_world.evaluation.ensemble scores);
     N = 1 is the single run; model.json ``depth_estimation`` sets the stack's steps and ensemble size."""
     from jointdit_core.ensemble import ensemble_disparity
 
@@ -250,13 +250,13 @@ def test_train_base_resumed_in_segments_equals_a_straight_run(tmp_path):
     base ends bit for bit where a straight run ends: weights, AdamW moments, batches and noise restored."""
     from safetensors.torch import load_file
 
-    from rgbd_world.train_base import checkpoint_path, train_base
+    from rgbd_world.training.base import checkpoint_path, train_base
 
     config = _tiny_cache(tmp_path / "cache")
     straight = train_base(tmp_path / "cache", tmp_path / "a" / "flux.safetensors", config, steps=12, batch=3, log_every=2, dtype="fp32")
 
     seg = tmp_path / "b" / "flux.safetensors"
-    import rgbd_world.train_base as TB
+    import rgbd_world.training.base as TB
 
     with _interrupted_after_two_checkpoints(TB) as interrupted:
         with pytest.raises(KeyboardInterrupt):
@@ -283,9 +283,9 @@ def test_decoder_finetune_keeps_the_encoder_and_lowers_the_reconstruction_error(
     and the round-trip error of the training images falls."""
     from safetensors.torch import load_file
 
-    from rgbd_world.dataset import write_dataset
-    from rgbd_world.finetune_decoder import finetune_decoder
-    from rgbd_world.train_autoencoder import train_autoencoder
+    from rgbd_world.world.dataset import write_dataset
+    from rgbd_world.training.finetune_decoder import finetune_decoder
+    from rgbd_world.training.autoencoder import train_autoencoder
 
     write_dataset(tmp_path / "data", "train", count=4, size=32, progress=False)
     source = train_autoencoder(tmp_path / "data", tmp_path / "ae.safetensors", TINY_AE, steps=3, batch=2, log_every=100)
@@ -306,10 +306,10 @@ def test_decoder_finetune_resumed_in_segments_equals_a_straight_run(tmp_path):
     """Killed after its checkpoints and resumed twice, the decoder fine-tune writes the same autoencoder bit for bit."""
     from safetensors.torch import load_file
 
-    import rgbd_world.finetune_decoder as FD
-    from rgbd_world.dataset import write_dataset
-    from rgbd_world.train_autoencoder import train_autoencoder
-    from rgbd_world.train_base import checkpoint_path
+    import rgbd_world.training.finetune_decoder as FD
+    from rgbd_world.world.dataset import write_dataset
+    from rgbd_world.training.autoencoder import train_autoencoder
+    from rgbd_world.training.base import checkpoint_path
 
     write_dataset(tmp_path / "data", "train", count=4, size=32, progress=False)
     source = train_autoencoder(tmp_path / "data", tmp_path / "ae.safetensors", TINY_AE, steps=2, batch=2, log_every=100)

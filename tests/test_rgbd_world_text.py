@@ -7,8 +7,8 @@ from safetensors.torch import load_file
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from rgbd_world import scenes as W  # noqa: E402
-from rgbd_world.text import build_text_encoders, build_tokenizer, load_text_encoders, vocabulary  # noqa: E402
+from rgbd_world.world import scenes as W  # noqa: E402
+from rgbd_world.training.text import build_text_encoders, build_tokenizer, load_text_encoders, vocabulary  # noqa: E402
 
 
 def test_tokenizer_round_trip_without_unknown_words():
@@ -59,12 +59,12 @@ def test_trainer_loader_reads_the_folders_and_shapes_match(encoders_dir):
 def test_bad_sizes_are_refused(tmp_path):
     with pytest.raises(ValueError, match="multiple of heads"):
         build_text_encoders(tmp_path, clip_dim=33, t5_dim=48)
-    with pytest.raises(FileNotFoundError, match="rgbd_world.text"):
+    with pytest.raises(FileNotFoundError, match="rgbd_world.training.text"):
         load_text_encoders(tmp_path / "missing")
 
 
 def test_caption_word_groups_hold_exactly_the_words_of_the_tokenizer():
-    from rgbd_world.text import SPECIAL_TOKENS, caption_word_groups
+    from rgbd_world.training.text import SPECIAL_TOKENS, caption_word_groups
 
     words = [w for _, group in caption_word_groups() for phrase in group for w in phrase.split()]
     assert sorted(set(words)) == sorted(set(vocabulary()) - set(SPECIAL_TOKENS))
@@ -73,10 +73,10 @@ def test_caption_word_groups_hold_exactly_the_words_of_the_tokenizer():
 def test_readme_lists_the_caption_vocabulary_of_the_code():
     from pathlib import Path
 
-    from rgbd_world.text import vocabulary_markdown
+    from rgbd_world.training.text import vocabulary_markdown
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    assert vocabulary_markdown() in readme, "README.md's caption vocabulary differs from the code: paste `python -m rgbd_world.text --vocabulary`"
+    assert vocabulary_markdown() in readme, "README.md's caption vocabulary differs from the code: paste `python -m rgbd_world.training.text --vocabulary`"
 
 
 @pytest.mark.parametrize("enabled_before", [True, False])

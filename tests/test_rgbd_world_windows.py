@@ -1,9 +1,9 @@
-"""The wide demo-world renders of the window-sampling evaluation (rgbd_world.evaluate_windows)."""
+"""The wide demo-world renders of the window-sampling evaluation (rgbd_world.evaluation.windows)."""
 
 import numpy as np
 
-from rgbd_world.evaluate_windows import _seam_ratio, render_wide
-from rgbd_world.scenes import scene, split_indices
+from rgbd_world.evaluation.windows import _seam_ratio, render_wide
+from rgbd_world.world.scenes import scene, split_indices
 
 
 def test_wide_render_has_the_native_view_in_its_middle():
@@ -23,6 +23,17 @@ def test_seam_ratio_is_one_for_a_periodic_image_and_large_for_a_ramp():
     assert _seam_ratio(np.tile(columns, (4, 1)).astype(float)) == 15.0
     cells = np.repeat(np.minimum(columns, 16 - columns), 8)[None, :].astype(float)  # 8 pixels per latent column
     assert _seam_ratio(cells, 8) == 1.0 and _seam_ratio(cells) > 8.0
+
+
+def test_windows_are_the_demo_models_native_64_pixels_in_its_own_latent():
+    from types import SimpleNamespace
+
+    from rgbd_world.evaluation.windows import _windows
+
+    for cell in (4, 8):  # the demo autoencoder's 4 pixels a latent column, FLUX.1's 8
+        stack = SimpleNamespace(ae=SimpleNamespace(config=SimpleNamespace(downscale=cell)))
+        settings = _windows(stack, 32, wrap=True)
+        assert settings.size == (64 // cell, 64 // cell) and settings.overlap == 32 // cell and settings.wrap
 
 
 def test_a_zoomed_render_is_the_native_view_at_a_higher_resolution():

@@ -53,7 +53,7 @@ def test_old_files_are_cleared_and_foreign_files_refused(capsys, tmp_path):
 
 
 def test_make_dataset_count_zero_is_a_usage_error():
-    done = subprocess.run([sys.executable, "-m", "rgbd_world.make_dataset", "--out", "unused", "--count", "0"],
+    done = subprocess.run([sys.executable, "-m", "rgbd_world.world.make_dataset", "--out", "unused", "--count", "0"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "count=0 is outside it" in done.stderr
@@ -71,7 +71,7 @@ def _fake_addon_run(cmd: list[str]) -> None:
 def test_resume_continues_the_base_and_the_addon_runs_instead_of_restarting_them(tmp_path, monkeypatch):
     """Every run writes its training state as it goes; --resume passes the base --resume (when its state is
     there) and the trainer resume_from=latest, and keeps the addon run folders an interrupted run left."""
-    from rgbd_world.train_base import checkpoint_path
+    from rgbd_world.training.base import checkpoint_path
 
     out, work = tmp_path / "model", tmp_path / "work"
     commands = []

@@ -6,7 +6,7 @@ import torch
 from jointdit_core.pipeline import generate
 from jointdit_core.sampler import sample
 from jointdit_core.schedules import linear_schedule
-from jointdit_core.windows import WindowSettings, plan_windows, window_weights, windowed_velocity
+from jointdit_core.windows import WindowSettings, decode_wrapped, plan_windows, window_weights, windowed_velocity
 
 SIGMAS = linear_schedule(4)
 
@@ -146,3 +146,47 @@ def test_the_step_cache_is_refused_with_windows(golden_model, golden):
     with pytest.raises(ValueError, match="step cache does not work with window sampling"):
         generate(golden_model, tensors["case.txt"], tensors["case.vec"], "joint_generation", latent_size=(8, 16), steps=2, progress=False,
                  windows=WindowSettings((8, 6), overlap=2), cache=JointStepCache(CacheSettings(0.05)))
+
+
+def _periodic_latent(width=16):
+    """(1, 16, 6, width): smooth waves with a whole number of periods across the width, so the columns continue over the seam."""
+    column = torch.arange(width) * 2 * torch.pi / width
+    phases = torch.rand(16, 6, 1, generator=torch.Generator().manual_seed(0)) * 2 * torch.pi
+    return torch.sin(column + phases)[None]
+
+
+def _seam_over_cell_steps(x, cell):
+    """|first - last pixel column| over the mean step between neighbouring latent cells elsewhere."""
+    seam = (x[..., 0] - x[..., -1]).abs().mean()
+    return float(seam / (x[..., cell::cell] - x[..., cell - 1 : -1 : cell]).abs().mean())
+
+
+def test_circular_decode_joins_the_edges_of_a_periodic_latent():
+    from jointdit_core.autoencoder import AutoEncoder
+    from jointdit_core.config import AutoEncoderConfig
+
+    torch.manual_seed(0)
+    ae = AutoEncoder(AutoEncoderConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=16)).eval()  # random, cell 2
+    z = _periodic_latent()
+    with torch.no_grad():
+        plain, wrapped = ae.decode(z), decode_wrapped(ae.decode, z, columns=4)
+    assert wrapped.shape == plain.shape == (1, 3, 12, 32)
+    assert _seam_over_cell_steps(wrapped, 2) < 1.2  # the seam is like a step between any two latent cells (0.88)
+    assert _seam_over_cell_steps(plain, 2) > 1.6  # the decoder's zero padding at both edges makes a seam (1.95)
+
+
+def test_circular_decode_of_a_rolled_latent_is_the_rolled_decode():
+    """A decoder of zero-padded convolutions (no global attention): the padded decode commutes with turning the panorama."""
+    conv = torch.nn.Conv2d(16, 3, 5, padding=2)
+    decode = lambda z: conv(torch.nn.functional.interpolate(z, scale_factor=4, mode="nearest")).permute(0, 2, 3, 1)  # noqa: E731  (B, H, W, 3)
+    z = torch.randn(1, 16, 4, 10, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        turned = decode_wrapped(decode, torch.roll(z, 3, dims=-1), columns=2, pixel_dim=-2)
+        expected = torch.roll(decode_wrapped(decode, z, columns=2, pixel_dim=-2), 12, dims=-2)
+        assert not torch.allclose(torch.roll(decode(z), 12, dims=-2), decode(torch.roll(z, 3, dims=-1)), atol=1e-4)  # plain: the seam moves
+    torch.testing.assert_close(turned, expected, atol=1e-5, rtol=0)
+    assert torch.equal(decode_wrapped(decode, z, columns=0, pixel_dim=-2), decode(z))
+    with pytest.raises(ValueError, match="borrows 11 latent columns"):
+        decode_wrapped(decode, z, columns=11)
+    with pytest.raises(ValueError, match="not a multiple"):
+        decode_wrapped(lambda z: z[..., 1:], z, columns=2)

@@ -10,7 +10,7 @@ b1dffaaa3f7a2fe406b3bb9dd3c358b30da66060), per image, at the ground truth's reso
   1e-3 and inverted. For a model that predicts affine-invariant *disparity*: JointDiT (near = 1).
   Marigold leaves pixels predicted at disparity <= 0 out of the fit (they are still scored); in JointDiT's
   min-max normalised disparity 0 is the farthest point, not a missing one, and the demo world's protocol
-  (``rgbd_world.metrics``) fits it: ``fit_zero_disparity=True``.
+  (``rgbd_world.evaluation.metrics``) fits it: ``fit_zero_disparity=True``.
 * ``"none"``: the prediction is metric depth already.
 
 Then the depth is clipped to ``[min_depth, max_depth]`` and to at least 1e-6.

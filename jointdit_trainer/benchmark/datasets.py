@@ -41,7 +41,7 @@ class BenchmarkSpec:
     alignment_max_res: int | None = None
 
 
-RGBD_WORLD_FAR = 20.0  # the demo world's backdrop distance (rgbd_world.scenes.FAR; a test keeps them equal)
+RGBD_WORLD_FAR = 20.0  # the demo world's backdrop distance (rgbd_world.world.scenes.FAR; a test keeps them equal)
 
 BENCHMARKS = {
     spec.name: spec
@@ -51,7 +51,7 @@ BENCHMARKS = {
         BenchmarkSpec("eth3d", "ETH3D", "eth3d", "eth3d/eth3d.tar", 454, 1e-5, float("inf"), alignment_max_res=1024),
         BenchmarkSpec("scannet", "ScanNet", "scannet", "scannet/scannet_val_sampled_800_1.tar", 800, 1e-3, 10.0),
         BenchmarkSpec("diode", "DIODE val", "diode", "diode/diode_val.tar", 771, 0.6, 350.0),
-        # The demo world's test split written by `python -m rgbd_world.benchmark_split` in DIODE's layout (the
+        # The demo world's test split written by `python -m rgbd_world.evaluation.benchmark_split` in DIODE's layout (the
         # mask file holds the sky exclusion), scored with the demo world's range (0, FAR].
         BenchmarkSpec("rgbd_world", "RGB-D world test", "diode", None, None, 1e-5, RGBD_WORLD_FAR),
     )

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 DEPTH_ESTIMATION_PROMPT = " "
-MEMBER_SEED_STRIDE = 1000  # ensemble member k uses seed + 1000 k (as rgbd_world.evaluate_ensemble)
+MEMBER_SEED_STRIDE = 1000  # ensemble member k uses seed + 1000 k (as rgbd_world.evaluation.ensemble)
 
 
 @dataclass

@@ -82,3 +82,31 @@ def test_progress_per_step_and_cancel_between_windows(pack, golden, tiny):
         mm.throw_exception_if_processing_interrupted = check
         mm.interrupt_current_processing(False)
     assert len(calls) == 2  # stopped before the second window's model call
+
+
+class BlurVAE:
+    """Stands in for ComfyUI's VAE: decodes (B, 3, h, w) latents to (B, 2h, 2w, 3) pixels with a zero-padded 3x3 box blur
+    (each pixel depends on its neighbours, as a real decoder's do)."""
+
+    def decode(self, latent):
+        blurred = torch.nn.functional.avg_pool2d(latent, 3, 1, 1, count_include_pad=True)
+        return torch.nn.functional.interpolate(blurred, scale_factor=2, mode="nearest").permute(0, 2, 3, 1).clamp(-1, 1)
+
+
+def test_360_decoding_pads_the_latent_circularly(pack):
+    from jointdit_core.windows import decode_wrapped
+
+    decode_depth = pack.depth.DecodeDepth.execute
+    decode_image = importlib.import_module(f"{PACK_NAME}.nodes.panorama_decode").VAEDecodePanorama.execute
+    column = torch.arange(24) * 2 * torch.pi / 24
+    latent = {"samples": (0.8 * torch.sin(column)).expand(1, 3, 6, 24).contiguous()}
+    vae = BlurVAE()
+    (image,) = decode_image(latent, vae).result
+    torch.testing.assert_close(image, decode_wrapped(vae.decode, latent["samples"], 8, pixel_dim=-2))
+    wrapped, _, _ = decode_depth(vae, latent, "none", "gray", wrap=True).result
+    plain, _, _ = decode_depth(vae, latent, "none", "gray").result
+    assert wrapped.shape == plain.shape == (1, 12, 48, 3)
+    for out in (image, wrapped):
+        seam = (out[:, :, 0] - out[:, :, -1]).abs().mean()
+        assert seam <= 1.01 * (out[:, :, 2::2] - out[:, :, 1:-1:2]).abs().mean(dim=(0, 1, 3)).max()  # a step between latent columns
+    assert (plain[:, :, 0] - plain[:, :, -1]).abs().mean() > 3 * (wrapped[:, :, 0] - wrapped[:, :, -1]).abs().mean()  # zero padding: a seam

@@ -222,6 +222,8 @@ def _make_workflows_module():
 
 
 MASKED_WORKFLOWS = ("inpaint_rgbd", "depth_completion", "outpaint_rgbd")
+PANORAMAS = ("panorama_360_3d",)
+PANORAMA = (128, 64)  # a 360-degree panorama's (width, height) in the test: 2:1, two test windows wide
 OUTPAINT_PAD = 32  # pixels added left and right by the adapted outpainting workflow
 
 
@@ -235,6 +237,10 @@ def adapted_graph(name: str, variant: str = "plain", steps: int = 2, seed: int =
             graph[nid] = {"class_type": "JointDiTTestConditioning", "inputs": {"seed": 0, "tokens": 8}}
         elif node["class_type"] == "JointSampler":
             node["inputs"].update(steps=steps, seed=seed)
+        elif node["class_type"] == "JointSamplerWindows":  # windows of the test size, as 1024 px are FLUX.1-dev's
+            node["inputs"].update(steps=steps, seed=seed, window_width=PANORAMA[0] // 2, window_height=PANORAMA[0] // 2, overlap=32)
+        elif node["class_type"] == "EmptySD3LatentImage" and name in PANORAMAS:
+            node["inputs"].update(width=PANORAMA[0], height=PANORAMA[1])
         elif node["class_type"] in ("ImageScale", "EmptySD3LatentImage"):
             node["inputs"].update(width=128, height=128)
         elif node["class_type"] == "ImagePadForOutpaint":
@@ -244,7 +250,7 @@ def adapted_graph(name: str, variant: str = "plain", steps: int = 2, seed: int =
     for node in graph.values():
         if node["class_type"] == "LoadImage":  # the masked workflows' photo / sparse depth: the left half transparent
             node["inputs"]["image"] = "astronaut_128_holes.png" if name in MASKED_WORKFLOWS else "astronaut_128.png"
-    sampler = graph[by_type["JointSampler"]]["inputs"]
+    sampler = graph[by_type.get("JointSampler") or by_type["JointSamplerWindows"]]["inputs"]
     for node in graph.values():
         if node["class_type"] == "SaveImage":
             node["inputs"]["filename_prefix"] = f"test/{name}_{variant}_{node['inputs']['filename_prefix'].split('/')[-1]}"
@@ -358,6 +364,23 @@ def test_other_shipped_workflows_run(server, name):
         assert (depth[..., 0] == depth[..., 2]).all() and not (rgb[..., 0] == rgb[..., 2]).all()
 
 
+def test_360_panorama_workflow_runs_in_windows_and_lifts_to_a_closed_sphere(server):
+    trimesh = pytest.importorskip("trimesh", reason="the 3D node writes files with trimesh: pip install trimesh in ComfyUI's Python")
+    graph = adapted_graph("panorama_360_3d")
+    by_type = {node["class_type"]: nid for nid, node in graph.items()}
+    assert graph[by_type["JointSamplerWindows"]]["inputs"]["wrap"] and graph[by_type["DecodeDepth"]]["inputs"]["wrap"]
+    lift = by_type["JointDiTRGBDTo3D"]
+    assert graph[lift]["inputs"]["projection"] == "equirectangular"
+    graph[lift]["inputs"].update(filename_prefix="test/panorama", edge_threshold=0.0)  # random test weights: keep every triangle
+    entry = server.wait(server.queue(graph))
+    saves = sorted((nid for nid, node in graph.items() if node["class_type"] == "SaveImage"), key=int)
+    assert [_png(server, entry, nid).shape for nid in saves] == [(PANORAMA[1], PANORAMA[0], 3)] * 2
+    glb = next(f for f in entry["outputs"][lift]["3d"] if f["filename"].endswith(".glb"))
+    mesh = next(iter(trimesh.load(server.base / "output" / glb["subfolder"] / glb["filename"], process=False).geometry.values()))
+    assert len(mesh.faces) == 2 * (PANORAMA[1] - 1) * PANORAMA[0]  # the wrap seam closed
+    assert entry["outputs"][by_type["Preview3D"]]["result"][0] == f"test/{glb['filename']}"
+
+
 def test_depth_completion_runs_with_the_sample_file_a_fresh_install_has(server):
     graph = adapted_graph("depth_completion", "sample_file")
     load = next(node for node in graph.values() if node["class_type"] == "JointDiTLoadDepth")
@@ -372,7 +395,7 @@ def test_old_api_prompt_of_the_20_input_sampler_still_runs(server):
     graph = adapted_graph("joint_generation", "old_prompt")
     by_type = {node["class_type"]: nid for nid, node in graph.items()}
     del graph[by_type["EmptySD3LatentImage"]]
-    sampler = graph[by_type["JointSampler"]]["inputs"]
+    sampler = graph[by_type.get("JointSampler") or by_type["JointSamplerWindows"]]["inputs"]
     del sampler["image"]
     graph["91"] = {"class_type": "JointDiTTestConditioning", "inputs": {"seed": 1, "tokens": 8}}
     sampler.update(schedule="flux_shifted", cfg=2.0, asw_strength=1.0, width=128, height=64, batch_size=2,

@@ -1,13 +1,13 @@
 """Depth-estimation evaluation of the shipped small model on the RGB-D world's test split.
 
-    python -m rgbd_world.evaluate [--count 200] [--steps N] [--ensemble N] [--model rgbd_world/model] [--json FILE]
+    python -m rgbd_world.evaluation.depth [--count 200] [--steps N] [--ensemble N] [--model rgbd_world/model] [--json FILE]
 
 Rows: the JointDiT addons trained with UTS + ASW (official recipe), the same-timestep ablation (UTS
 off), the ASW-off ablation (trained and sampled with asw_strength 0), the trivial baseline (the mean
 normalised disparity map of the training scenes) and, for reference, the autoencoder round trip of
 the ground-truth disparity (the floor any model decoding through this autoencoder meets).
 
-Protocol: :mod:`rgbd_world.metrics` (valid pixels: depth < FAR, i.e. sky excluded; per-image
+Protocol: :mod:`rgbd_world.evaluation.metrics` (valid pixels: depth < FAR, i.e. sky excluded; per-image
 least-squares scale and shift of the disparity against 1/z; depth clipped to (0, FAR]; AbsRel and
 delta1 averaged over images). Test scenes: ``split_indices("test")[:count]`` (never trained on);
 depth estimation with the official settings otherwise (prompt " ", rgb held at t = 0, Flux-dev
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import int_at_least, write_json
+from ..cli import command_prog, int_at_least, write_json
 from .metrics import evaluate_disparity, mean_metrics
-from .stack import DEFAULT_MODEL_DIR, autoencoder_roundtrip_disparity, depth_estimation, depth_settings, held_out_scenes, load_baseline, load_stack, read_manifest
+from ..stack import DEFAULT_MODEL_DIR, autoencoder_roundtrip_disparity, depth_estimation, depth_settings, held_out_scenes, load_baseline, load_stack, read_manifest
 
 ROW_TITLES = {
     "uts_asw": "JointDiT (UTS + ASW, official recipe)",
@@ -66,7 +66,7 @@ def evaluate(model_dir: str | Path = DEFAULT_MODEL_DIR, count: int = 200, steps:
     baseline = load_baseline(model_dir)
     rows["baseline"] = dict(score(np.repeat(baseline[None], len(scenes), axis=0), depths), seconds=0.0)
     if stack is not None:
-        from .dataset import normalized_disparity
+        from ..world.dataset import normalized_disparity
 
         gt = np.stack([normalized_disparity(d) for d in depths])
         rows["ae_roundtrip"] = dict(score(autoencoder_roundtrip_disparity(stack, gt), depths), seconds=0.0)
@@ -79,7 +79,7 @@ def evaluate(model_dir: str | Path = DEFAULT_MODEL_DIR, count: int = 200, steps:
         "seed": seed,
         "guidance": manifest["guidance"],
         "prompt": " ",
-        "protocol": (__import__("rgbd_world.metrics", fromlist=["x"]).__doc__ or "").strip(),
+        "protocol": (__import__("rgbd_world.evaluation.metrics", fromlist=["x"]).__doc__ or "").strip(),
         "training_steps": {k: v.get("steps") for k, v in manifest["addons"].items()},
     }
     return {"rows": rows, "settings": settings}
@@ -94,7 +94,7 @@ def table(result: dict) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder (python -m rgbd_world.recipe)")
     p.add_argument("--count", type=int_at_least(1), default=200, help="test scenes (the split has 1000)")
     p.add_argument("--steps", type=int_at_least(1), default=None, help="sampling steps (default: the model's, model.json depth_estimation; official 20)")

@@ -21,12 +21,10 @@ from __future__ import annotations
 import numpy as np
 
 from jointdit_trainer.benchmark.alignment import align_prediction
-from jointdit_trainer.benchmark.alignment import least_squares_scale_shift as align_scale_shift  # noqa: F401 (evaluate_ensemble)
+from jointdit_trainer.benchmark.alignment import least_squares_scale_shift as align_scale_shift  # noqa: F401 (evaluation.ensemble)
 from jointdit_trainer.benchmark.metrics import depth_metrics, mean_metrics  # noqa: F401 (rgbd_world's evaluations import it from here)
 
-from .scenes import FAR
-
-NEAR_DEPTH = 2.4  # median nearest z-depth of the world's scenes (metres): the scale read into generated depth maps
+from ..world.scenes import FAR, NEAR_DEPTH
 
 
 def valid_mask(depth: np.ndarray, far: float = FAR) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Caption classifier: a small CNN that reads a scene caption's attributes from a 64x64 image.
 
-    python -m rgbd_world.caption_classifier --out rgbd_world/model/caption_classifier.safetensors [--scenes 16000] [--steps 4000]
+    python -m rgbd_world.evaluation.caption_classifier --out rgbd_world/model/caption_classifier.safetensors [--scenes 16000] [--steps 4000]
 
-What it reads (everything :func:`rgbd_world.scenes.parse_caption` gives that an image shows regardless of
+What it reads (everything :func:`rgbd_world.world.scenes.parse_caption` gives that an image shows regardless of
 viewpoint): which shapes are present (4 labels), which colours (8), which colour + shape objects (32, e.g.
 "blue cube"), the floor pattern (checkered / striped) and the number of objects (1, 2 or 3). Not read: sizes
 and object textures (a "small" sphere near the camera looks like a "large" one far away) and the relation.
@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cli import int_at_least
-from .scenes import COLOURS, GROUND_TEXTURES, SHAPES, parse_caption, scene, split_indices
+from ..cli import int_at_least
+from ..world.scenes import COLOURS, GROUND_TEXTURES, SHAPES, parse_caption, scene, split_indices
 
-DEFAULT_PATH = Path(__file__).resolve().parent / "model" / "caption_classifier.safetensors"
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "model" / "caption_classifier.safetensors"
 TRAIN_START = 4000  # the shipped JointDiT trained on train scenes 0..3999
 VALIDATION_SCENES = 500
 COUNTS = (1, 2, 3)
@@ -56,7 +56,7 @@ def caption_targets(caption: str, floor: str | None = None) -> dict:
     """What a caption says an image must show.
 
     Args:
-        caption: a caption of the world's grammar (:func:`rgbd_world.scenes.caption_for`).
+        caption: a caption of the world's grammar (:func:`rgbd_world.world.scenes.caption_for`).
         floor: the floor pattern when the caption does not name it (training: the scene's spec), else None.
     Returns:
         {"shapes": bool (4,) in SHAPES order, "colours": bool (8,) in COLOURS order, "objects": bool (32,) in
@@ -117,10 +117,10 @@ def load_classifier(path: str | Path = DEFAULT_PATH) -> CaptionClassifier:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: train it with python -m rgbd_world.caption_classifier --out {path}")
+        raise FileNotFoundError(f"{path} not found: train it with python -m rgbd_world.evaluation.caption_classifier --out {path}")
     info = json.loads(path.with_suffix(".json").read_text())
     if info["labels"] != list(LABELS):
-        raise ValueError(f"{path} was trained for other labels than rgbd_world.caption_classifier.LABELS")
+        raise ValueError(f"{path} was trained for other labels than rgbd_world.evaluation.caption_classifier.LABELS")
     model = CaptionClassifier(tuple(info["widths"]), tuple(info["strides"]))
     model.load_state_dict(load_file(str(path)))
     return model.eval()
@@ -291,7 +291,7 @@ def train(out: str | Path, scenes: int = 16000, steps: int = 4000, batch: int = 
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out), metadata={"producer": "rgbd_world.caption_classifier"})
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out), metadata={"producer": "rgbd_world.evaluation.caption_classifier"})
     out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     return info
 
@@ -307,7 +307,7 @@ def _validation(model: CaptionClassifier, images: np.ndarray, targets: np.ndarra
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m rgbd_world.caption_classifier", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m rgbd_world.evaluation.caption_classifier", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(DEFAULT_PATH), help="weights to write (+ .json beside them)")
     p.add_argument("--scenes", type=int_at_least(VALIDATION_SCENES + 1), default=16000, help=f"train scenes from index {TRAIN_START} (last {VALIDATION_SCENES} validate)")
     p.add_argument("--steps", type=int_at_least(1), default=4000)

@@ -1,23 +1,25 @@
 """Window sampling (panoramas) on the demo world: wide depth estimation, the 360-degree seam, the cost.
 
-    python -m rgbd_world.evaluate_windows --scenes 8 --steps 10
-    python -m rgbd_world.evaluate_windows --figure docs/panorama.png   # the README's 360-degree picture
+    python -m rgbd_world.evaluation.windows --scenes 8 --steps 10
+    python -m rgbd_world.evaluation.windows --figure docs/panorama.png   # the README's 360-degree picture
+    python -m rgbd_world.evaluation.windows --figure docs/panorama.png --thumbnail "example_workflows/JointDiT 9b - 360-degree panorama in 3D.jpg"
 
+Window sizes are in pixels; the latent is the demo autoencoder's (4 pixels a latent column, FLUX.1's 8).
 Prints three tables (Markdown):
 
 1. **Wide depth estimation.** Held-out scenes rendered 4x wider than the model's 64 px (64 x 256, the
    native focal length, so each 64 px window sees what the model was trained on; exact z-depth). The depth
    is estimated (a) in windows of 64 px with 32 px overlap and (b) by resizing the photo to 64 x 64 and
    the disparity back (what a sampler without windows does). AbsRel / delta1 after the usual disparity
-   alignment (:func:`rgbd_world.metrics.evaluate_disparity`), and the disagreement of overlapping windows
+   alignment (:func:`rgbd_world.evaluation.metrics.evaluate_disparity`), and the disagreement of overlapping windows
    before blending: the mean |difference| of neighbouring windows' clean-depth estimates
    (``x - sigma * v``, latent space) over their overlap, relative to the mean |estimate| there, averaged
    over the steps (and at the last step).
 2. **360-degree seam.** Joint generation of 64 x 256 RGB-D from the test captions, windows of 64 px with
    32 px overlap, with and without ``wrap``: the mean |difference| between the first and last column over the
    mean |difference| of neighbouring columns elsewhere (1 = the seam is like any column step), for the latents,
-   and for rgb / disparity decoded plainly and with the latent padded circularly before decoding (pixels:
-   compared with the steps between two latent columns, where the seam lies).
+   and for rgb / disparity decoded plainly and with circular padding (:func:`jointdit_core.windows.decode_wrapped`;
+   pixels: compared with the steps between two latent columns, where the seam lies).
 3. **Cost.** Model evaluations per step against the window count for a few widths.
 
 With ``--tiles`` instead: **large photos** (JointDiT Depth Estimation's ``large_photos``): held-out scenes rendered
@@ -26,12 +28,13 @@ at 4x the native size with the native field of view (256 x 256, exact depth) and
 anchor (:func:`rgbd_world.stack.depth_estimation_tiles`, the node's core); AbsRel / delta1, model forward passes and
 CPU seconds per image.
 
-    python -m rgbd_world.evaluate_windows --tiles --scenes 20
+    python -m rgbd_world.evaluation.windows --tiles --scenes 15 --steps 4
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from unittest import mock
 
@@ -39,15 +42,14 @@ import numpy as np
 import torch
 
 import jointdit_core.pipeline as pipeline
-from jointdit_core.windows import WindowSettings, plan_windows, windows_per_call
-
 from jointdit_core.images import model_to_uint8, uint8_to_model
-
-from .metrics import evaluate_disparity
-from .scenes import HFOV_DEG, Camera, _camera_basis, _shade, camera_rays, rng_for, sample_spec, scene, split_indices
 from jointdit_core.tiles import merge_tiles
+from jointdit_core.windows import WindowSettings, decode_wrapped, plan_windows, windows_per_call
 
-from .stack import DEPTH_ESTIMATION_PROMPT, _decode, _decode_disparity, _encode, depth_estimation_resized, load_stack, tile_estimates
+from ..cli import command_prog
+from .metrics import evaluate_disparity
+from ..world.scenes import HFOV_DEG, Camera, _camera_basis, _shade, camera_rays, rng_for, sample_spec, scene, split_indices
+from ..stack import DEPTH_ESTIMATION_PROMPT, _decode, _decode_disparity, _encode, depth_estimation_resized, load_stack, tile_estimates
 
 NATIVE = 64  # the demo model's resolution (pixels)
 pipeline_windowed_velocity = pipeline.windowed_velocity  # the real one, wrapped by WindowSpy while generate runs
@@ -58,7 +60,7 @@ def render_wide(index: int, height: int = NATIVE, width: int = 4 * NATIVE, super
     width above 64: a wider field of view; 256 x 256 at zoom 4: the native view at 4x the resolution).
 
     Returns (rgb uint8 (H, W, 3), z-depth float32 (H, W) in metres, exact per pixel), shaded as
-    :func:`rgbd_world.scenes.render` does.
+    :func:`rgbd_world.world.scenes.render` does.
     """
     spec = sample_spec(rng_for(index))
     focal = zoom * (NATIVE / 2) / np.tan(np.deg2rad(HFOV_DEG) / 2)
@@ -117,8 +119,14 @@ def _resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (out.permute(1, 2, 0) if x.ndim == 3 else out[0]).numpy()
 
 
+def _windows(stack, overlap: int, wrap: bool = False) -> WindowSettings:
+    """Windows of the demo model's native 64 px with ``overlap`` pixels, in the stack's latent pixels."""
+    cell = stack.ae.config.downscale
+    return WindowSettings((NATIVE // cell, NATIVE // cell), overlap // cell, wrap)
+
+
 def wide_depth_table(stack, scenes: int, steps: int, overlap: int) -> list[str]:
-    windows = WindowSettings((NATIVE // 8, NATIVE // 8), overlap // 8)
+    windows = _windows(stack, overlap)
     rows = {"windows": [], "resize": []}
     agree = []
     for k, index in enumerate(split_indices("test")[:scenes]):
@@ -187,7 +195,7 @@ def tiles_figure(folder, index: int = 3, overlap: int = 16, steps: int = 4, seed
 
     from jointdit_core.depth import colorize
 
-    from .stack import depth_estimation_tiles
+    from ..stack import depth_estimation_tiles
 
     rgb, _ = render_wide(split_indices("test")[index], 128, 256, zoom=2)
     disparity = depth_estimation_tiles(load_stack(), rgb[None], overlap, steps, seed)[0]
@@ -210,32 +218,39 @@ def _seam_ratio(x: np.ndarray, period: int = 1) -> float:
     return float(seam / inner)
 
 
-def _circular(z: torch.Tensor, columns: int) -> torch.Tensor:
-    """(..., w) latent with ``columns`` latent columns of the other edge added on each side (a 360-degree latent's wrap)."""
-    return torch.cat([z[..., -columns:], z, z[..., :columns]], dim=-1)
+def _decode_pair(stack, z_rgb: torch.Tensor, z_depth: torch.Tensor, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """rgb float (B, H, W, 3) in [0, 1] and disparity (B, H, W) decoded with ``columns`` latent columns of circular padding (0: plain)."""
+    from jointdit_core.depth import model_output_to_disparity
+
+    decode = functools.partial(_decode, stack)
+    rgb = model_to_uint8(decode_wrapped(decode, z_rgb, columns)).numpy().astype(np.float64) / 255
+    disparity = model_output_to_disparity(decode_wrapped(decode, z_depth, columns), stack.depth_transform).numpy()
+    return rgb, disparity
+
+
+def _panorama(stack, captions: list[str], width: int, steps: int, overlap: int, wrap: bool, seed: int = 0):
+    """Joint generation of NATIVE x ``width`` px RGB-D in windows of 64 px; returns the (rgb, depth) latents."""
+    txt, y = stack.text.encode(captions)
+    negative = stack.text.encode([""]) if stack.cfg != 1.0 else None
+    cell = stack.ae.config.downscale
+    return pipeline.generate(stack.model, txt, y, latent_size=(NATIVE // cell, width // cell), seed=seed, steps=steps, guidance=stack.guidance,
+                             asw_strength=stack.asw_strength, cfg=stack.cfg, negative=negative, progress=False, windows=_windows(stack, overlap, wrap))
 
 
 def seam_table(stack, count: int, steps: int, overlap: int, pad: int = 8) -> list[str]:
-    """Seam / column-step ratios of 64 x 256 joint generation, decoded plainly and with the latent padded circularly by
-    ``pad`` latent columns (cropped after decoding: the autoencoder's own zero padding then does not make a seam)."""
+    """Seam / column-step ratios of 64 x 256 joint generation, decoded plainly and with circular padding of ``pad``
+    latent columns (:func:`jointdit_core.windows.decode_wrapped`: the autoencoder's zero padding then makes no seam)."""
     captions = [scene(i).caption for i in split_indices("test")[:count]]
-    txt, y = stack.text.encode(captions)
-    negative = stack.text.encode([""]) if stack.cfg != 1.0 else None
-    crop = slice(8 * pad, -8 * pad)
+    cell = stack.ae.config.downscale
     lines = [f"| joint generation 64 x 256 ({count} captions, {steps} steps, cfg {stack.cfg:g}) | latent seam / column step | rgb | disparity | "
              f"rgb, circular decode | disparity, circular decode |", "|---|---|---|---|---|---|"]
     for wrap in (False, True):
-        windows = WindowSettings((NATIVE // 8, NATIVE // 8), overlap // 8, wrap)
-        z_rgb, z_depth = pipeline.generate(stack.model, txt, y, latent_size=(NATIVE // 8, 4 * NATIVE // 8), seed=0, steps=steps, guidance=stack.guidance,
-                                           asw_strength=stack.asw_strength, cfg=stack.cfg, negative=negative, progress=False, windows=windows)
+        z_rgb, z_depth = _panorama(stack, captions, 4 * NATIVE, steps, overlap, wrap)
         latent = np.mean([_seam_ratio(z.movedim(0, -1).numpy()) for z in torch.cat([z_rgb, z_depth])])
         ratios = []
-        for decode_pad in (0, pad):
-            rgb = model_to_uint8(_decode(stack, _circular(z_rgb, decode_pad) if decode_pad else z_rgb)).numpy().astype(np.float64) / 255
-            disparity = _decode_disparity(stack, _circular(z_depth, decode_pad) if decode_pad else z_depth)
-            if decode_pad:
-                rgb, disparity = rgb[:, :, crop], disparity[:, :, crop]
-            ratios += [np.mean([_seam_ratio(x, 8) for x in rgb]), np.mean([_seam_ratio(x, 8) for x in disparity])]
+        for columns in (0, pad):
+            for x in _decode_pair(stack, z_rgb, z_depth, columns):
+                ratios.append(np.mean([_seam_ratio(one, cell) for one in x]))
         cells = " | ".join(f"{r:.2f}" for r in [latent] + ratios)
         lines.append(f"| windows of 64 px, overlap {overlap} px, wrap {'on' if wrap else 'off'} | {cells} |")
     return lines
@@ -251,38 +266,76 @@ def cost_table(overlap: int, per_batch: int = 1) -> list[str]:
     return lines
 
 
-def panorama_figure(path, caption_index: int = 3, steps: int = 20, seed: int = 0) -> None:
-    """A 360-degree RGB-D panorama (64 x 128, windows of 64 px, overlap 32 px, ``wrap``) of a test caption and four
-    views from inside its equirectangular lifting (looking ahead, right, behind, left), saved as a PNG."""
-    from PIL import Image
+VIEWS = (("ahead", 0), ("right", -90), ("behind (the wrap seam)", 180), ("left", 90))  # (title, yaw in degrees)
+
+
+def _labelled(panels: list[tuple[str, np.ndarray]], font) -> np.ndarray:
+    """Pictures side by side, each with its title above it on a white strip."""
+    from PIL import Image, ImageDraw
+
+    strip = font.size + 12
+    row = Image.new("RGB", (sum(p.shape[1] for _, p in panels) + 8 * (len(panels) - 1), strip + max(p.shape[0] for _, p in panels)), "white")
+    left = 0
+    for title, picture in panels:
+        row.paste(Image.fromarray(picture), (left, strip))
+        ImageDraw.Draw(row).text((left + picture.shape[1] // 2, strip // 2), title, fill="black", font=font, anchor="mm")
+        left += picture.shape[1] + 8
+    return np.asarray(row)
+
+
+def panorama_figure(path, caption_index: int = 2, steps: int = 20, seed: int = 0, thumbnail=None) -> None:
+    """A 360-degree RGB-D panorama (64 x 128 px, windows of 64 px, overlap 32 px, ``wrap``, decoded with circular
+    padding) of a test caption and four views from inside its equirectangular lifting, labelled, saved as a PNG;
+    with ``thumbnail`` also a 400 x 400 template card (JPEG) of the panorama and two views."""
+    from PIL import Image, ImageDraw, ImageFont
 
     from jointdit_core.lift3d import lift_rgbd
 
-    from .render3d import orbit, render_mesh
+    from ..world.render3d import orbit, render_mesh
 
     stack = load_stack()
     caption = scene(split_indices("test")[caption_index]).caption
-    txt, y = stack.text.encode([caption])
-    negative = stack.text.encode([""]) if stack.cfg != 1.0 else None
-    windows = WindowSettings((NATIVE // 8, NATIVE // 8), 4, wrap=True)
-    z_rgb, z_depth = pipeline.generate(stack.model, txt, y, latent_size=(NATIVE // 8, 2 * NATIVE // 8), seed=seed, steps=steps, guidance=stack.guidance,
-                                       asw_strength=stack.asw_strength, cfg=stack.cfg, negative=negative, progress=False, windows=windows)
-    rgb, disparity = model_to_uint8(_decode(stack, z_rgb))[0].numpy(), _decode_disparity(stack, z_depth)[0]
+    z_rgb, z_depth = _panorama(stack, [caption], 2 * NATIVE, steps, 32, True, seed)
+    rgb, disparity = (x[0] for x in _decode_pair(stack, z_rgb, z_depth, 8))
+    rgb = np.round(rgb * 255).astype(np.uint8)
     lifted = lift_rgbd(rgb, disparity, near=1.0, far=10.0, edge_threshold=0.5, projection="equirectangular")
-    views = [render_mesh(orbit(lifted.points, yaw, 0.0, np.zeros(3)), lifted.faces, lifted.colors, size=128, fov_degrees=90.0) for yaw in (0, -90, 180, 90)]
+    views = {title: render_mesh(orbit(lifted.points, yaw, 0.0, np.zeros(3)), lifted.faces, lifted.colors, size=240, fov_degrees=90.0)
+             for title, yaw in VIEWS}
     grey = np.repeat((disparity * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
-    top = np.concatenate([np.asarray(Image.fromarray(x).resize((256, 128), Image.NEAREST)) for x in (rgb, grey)], axis=1)
-    Image.fromarray(np.concatenate([top, np.concatenate(views, axis=1)], axis=0)).save(path, optimize=True)
+    wide = lambda x, scale=4: np.asarray(Image.fromarray(x).resize((x.shape[1] * scale, x.shape[0] * scale), Image.NEAREST))  # noqa: E731
+    font = ImageFont.load_default(size=22)
+    top = _labelled([("360-degree RGB-D panorama (image)", wide(rgb)), ("disparity", wide(grey))], font)
+    bottom = _labelled([(f"inside: {title}", view) for title, view in views.items()], font)
+    pad = np.full((16, top.shape[1], 3), 255, np.uint8)
+    spare = top.shape[1] - bottom.shape[1]
+    bottom = np.pad(bottom, ((0, 0), (spare // 2, spare - spare // 2), (0, 0)), constant_values=255)
+    Image.fromarray(np.concatenate([top, pad, bottom], axis=0)).save(path, optimize=True)
     print(f"{path}: {caption!r}")
+    if thumbnail:
+        font = ImageFont.load_default(size=15)  # as make_workflows.py's cards: a label on a black bar at the bottom of each picture
+        canvas = Image.new("RGB", (400, 400), (24, 24, 24))
+        tiles = [("360-degree image", wide(rgb, 3), (8, 8))]
+        tiles += [(f"3D, inside: {name.split(' ')[0]}", np.asarray(Image.fromarray(views[name]).resize((180, 180), Image.BICUBIC)), (12 + 196 * k, 212))
+                  for k, name in enumerate(("ahead", "behind (the wrap seam)"))]
+        draw = ImageDraw.Draw(canvas)
+        for label, picture, (left, top) in tiles:
+            canvas.paste(Image.fromarray(picture), (left, top))
+            bottom = top + picture.shape[0]
+            draw.rectangle((left, bottom - 22, left + picture.shape[1] - 1, bottom - 1), fill=(0, 0, 0))
+            draw.text((left + 6, bottom - 20), label, fill=(255, 255, 255), font=font)
+        canvas.save(thumbnail, quality=88)
+        print(thumbnail)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=command_prog(), description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenes", type=int, default=8, help="held-out scenes for the depth table and captions for the seam table")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--overlap", type=int, default=32, help="window overlap in pixels (multiple of 16)")
     parser.add_argument("--seam-only", action="store_true", help="skip the depth table")
     parser.add_argument("--figure", help="write the 360-degree panorama picture to this PNG instead of the tables")
+    parser.add_argument("--caption", type=int, default=2, help="with --figure: the test caption (index) to generate")
+    parser.add_argument("--thumbnail", help="with --figure: also write the panorama workflow's template card (400 x 400 JPEG) here")
     parser.add_argument("--tiles", action="store_true", help="only the large-photo table: resize against tiles (steps: the model's own, see --steps)")
     parser.add_argument("--ensemble", type=int, default=1, help="--tiles: ensemble members per estimate")
     parser.add_argument("--tiles-figure", help="write the wide-photo workflow's thumbnail pictures into this folder (wide/) instead of the tables")
@@ -290,7 +343,7 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     if args.figure:
         with torch.no_grad():
-            panorama_figure(args.figure, steps=args.steps)
+            panorama_figure(args.figure, args.caption, args.steps, thumbnail=args.thumbnail)
         return
     if args.tiles_figure:
         with torch.no_grad():

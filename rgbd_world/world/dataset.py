@@ -9,7 +9,7 @@
 
 Stems are ``<split>_<index:07d>``. Command::
 
-    python -m rgbd_world.make_dataset --out DIR --split train --count N --size 64 [--start K]
+    python -m rgbd_world.world.make_dataset --out DIR --split train --count N --size 64 [--start K]
 
 takes scenes ``split_indices(split)[start : start + count]``. The trainer reads it with
 ``dataset_dir=DIR`` and ``depth_kind="disparity"`` (the default).
@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .scenes import WORLD_SEED, scene, split_indices
+from ..cli import command_prog
 
 DEPTH_FORMATS = ("npy", "png16")
 
@@ -78,7 +79,7 @@ def write_dataset(
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="dataset folder to write")
     p.add_argument("--split", default="train", choices=["train", "test"])
     p.add_argument("--count", type=int, required=True, help="number of scenes")

@@ -1,6 +1,6 @@
 """Fine-tune only the decoder of the RGB-D world's autoencoder.
 
-    python -m rgbd_world.finetune_decoder --data DATASET_DIR --ae MODEL_DIR/ae.safetensors --out NEW/ae.safetensors [--steps N]
+    python -m rgbd_world.training.finetune_decoder --data DATASET_DIR --ae MODEL_DIR/ae.safetensors --out NEW/ae.safetensors [--steps N]
         [--checkpoint-every 100] [--resume]
 
 The encoder, and so every latent, the folded latent scale, the trainer's latent cache, the base and the
@@ -12,7 +12,7 @@ Why: the autoencoder's 1000 steps end with its RGB L1 still falling, and its col
 orange, purple as blue), which costs the caption classifier most of its colour accuracy on round trips.
 
 Loss: L1 of the decoded posterior sample plus ``chroma_weight`` x L1 of its chroma, as
-:mod:`rgbd_world.train_autoencoder` (no KL: the posterior does not change). The posteriors (mean and
+:mod:`rgbd_world.training.autoencoder` (no KL: the posterior does not change). The posteriors (mean and
 log-variance of every training image and depth map) are computed once; each step draws fresh samples.
 """
 
@@ -27,8 +27,8 @@ import torch
 from jointdit_core.checkpoint import load_autoencoder
 from jointdit_trainer.preprocess import resolve_device
 
-from .train_autoencoder import chroma, cosine_lr, load_scene_arrays, reconstruction_errors, save_trained, to_model_images, training_parser
-from .train_base import checkpoint_path, load_checkpoint, save_checkpoint
+from .autoencoder import chroma, cosine_lr, load_scene_arrays, reconstruction_errors, save_trained, to_model_images, training_parser
+from .base import checkpoint_path, load_checkpoint, save_checkpoint
 
 
 @torch.no_grad()
@@ -60,7 +60,7 @@ def finetune_decoder(
     autoencoder's own training ended (10% of its 2e-3): a larger one first undoes what the decoder knows. The encoder's weights are
     copied unchanged (``out``'s encoder tensors equal ``ae_path``'s bit for bit).
 
-    Long runs go in segments as :func:`rgbd_world.train_base.train_base` does, with its checkpoint format:
+    Long runs go in segments as :func:`rgbd_world.training.base.train_base` does, with its checkpoint format:
     ``checkpoint_every`` > 0 writes the decoder's training state (weights, AdamW moments, random generator,
     loss log) to ``<out stem>.checkpoint.safetensors`` every that many steps, ``resume`` continues from it
     (ending bit for bit where a straight run ends); the checkpoint is removed once ``out`` is written.
@@ -70,7 +70,7 @@ def finetune_decoder(
     Returns:
         ``out``.
     Raises:
-        FileNotFoundError: see :func:`~rgbd_world.train_autoencoder.load_scene_arrays`, no ``ae_path``, or
+        FileNotFoundError: see :func:`~rgbd_world.training.autoencoder.load_scene_arrays`, no ``ae_path``, or
         ``resume`` without a checkpoint; FileExistsError: a checkpoint of an earlier run exists and ``resume``
         is off; ValueError: the images are not of the resolution the autoencoder's ``.json`` names, or the
         checkpoint's settings differ from this run's.
@@ -138,7 +138,7 @@ def finetune_decoder(
         source=ae_path.name, scenes=n, steps=steps, batch_scenes=batch, lr=lr, chroma_weight=chroma_weight, seed=seed,
         seconds=round(seconds, 1), reconstruction_l1_before=before, history=history,
     )
-    save_trained(out, ae.state_dict(), info, producer="rgbd_world.finetune_decoder")
+    save_trained(out, ae.state_dict(), info, producer="rgbd_world.training.finetune_decoder")
     ckpt.unlink(missing_ok=True)
     print(f"wrote {out} ({seconds:.0f}s); reconstruction L1 rgb {before['rgb_l1']:.4f} -> {after['rgb_l1']:.4f}, depth {before['depth_l1']:.4f} -> {after['depth_l1']:.4f}")
     return out
@@ -146,7 +146,7 @@ def finetune_decoder(
 
 def main(argv=None):
     p = training_parser(__doc__, steps=2000, batch=8, lr=2e-4, batch_help="scenes per step (each gives an rgb and a depth image)")
-    p.add_argument("--data", required=True, help="dataset folder (python -m rgbd_world.make_dataset)")
+    p.add_argument("--data", required=True, help="dataset folder (python -m rgbd_world.world.make_dataset)")
     p.add_argument("--ae", required=True, help="the trained autoencoder whose decoder is fine-tuned")
     p.add_argument("--chroma-weight", type=float, default=2.0)
     p.add_argument("--limit", type=int, default=None, help="use only the first N scenes")

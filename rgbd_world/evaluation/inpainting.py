@@ -1,12 +1,12 @@
 """Joint RGB-D inpainting on the RGB-D world: the depth JointDiT draws inside a repainted hole, scored.
 
-    python -m rgbd_world.evaluate_inpainting [--count 200] [--steps 20] [--json FILE]
+    python -m rgbd_world.evaluation.inpainting [--count 200] [--steps 20] [--json FILE]
 
 For every held-out test scene (``split_indices("test")[:count]``, never trained on) the hole is the
 bounding box of the caption's first object, grown by 2 pixels and snapped outwards to the autoencoder's
 4-pixel latent grid (so the latent mask is exactly 0 or 1 and nothing of the hidden content reaches the
 model). Inside the hole the photo is painted grey and the disparity filled from its nearest known pixel.
-Rows, AbsRel / delta1 over the valid pixels inside the hole (protocol of :mod:`rgbd_world.metrics`; the
+Rows, AbsRel / delta1 over the valid pixels inside the hole (protocol of :mod:`rgbd_world.evaluation.metrics`; the
 scale and shift are fitted over the whole image):
 
 * ``joint_inpainting``: image and depth both regenerated inside the hole from the scene's caption
@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cli import evaluation_parser, print_rows, write_json
-from .dataset import normalized_disparity
-from .evaluate_completion import nearest_fill
+from ..cli import evaluation_parser, print_rows, write_json
+from ..world.dataset import normalized_disparity
+from .completion import nearest_fill
 from .metrics import evaluate_disparity, mean_metrics, valid_mask
-from .stack import DEFAULT_MODEL_DIR, depth_estimation, held_out_scenes, inpaint_rgbd, load_stack
+from ..stack import DEFAULT_MODEL_DIR, depth_estimation, held_out_scenes, inpaint_rgbd, load_stack
 
 GROW, GRID = 2, 4  # pixels the object's box grows by; the latent grid (autoencoder downscale)
 

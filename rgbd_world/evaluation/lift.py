@@ -1,6 +1,6 @@
 """3D lifting on the RGB-D world, where exact depth and the camera are known.
 
-    python -m rgbd_world.lift_eval [--count 100] [--steps 20] [--json FILE] [--figure docs/lift3d.png]
+    python -m rgbd_world.evaluation.lift [--count 100] [--steps 20] [--json FILE] [--figure docs/lift3d.png]
 
 For held-out test scenes, the ground-truth pair (image, normalised disparity of the exact depth) and the
 model's depth-estimation pair (image, estimated disparity) are lifted to 3D with
@@ -10,7 +10,7 @@ with the exact 3D points (the exact depth unprojected through the same camera):
 * **range** (the node's mapping): the disparity mapped with ``near`` / ``far`` set to the scene's true
   nearest and farthest depth, as a user who knows the depth range would set them;
 * **least squares**: the disparity aligned to the true inverse depth by the least-squares scale and shift
-  of :mod:`rgbd_world.metrics` (the best affine alignment; the evaluation protocol of depth estimation).
+  of :mod:`rgbd_world.evaluation.metrics` (the best affine alignment; the evaluation protocol of depth estimation).
 
 Then each lifted point cloud is aligned to the exact one by the single scale ``s`` that minimises
 ``sum |s p - p*|^2`` (relative depth has no metric scale), and the error is the mean point-to-point
@@ -19,7 +19,7 @@ camera 1.2-2.2 m above the floor), also relative to the distance of the point fr
 baseline (the mean training disparity map) is lifted the same way. The ground-truth pair, lifted with its
 true range, reproduces the exact points (a check of the lifting itself).
 
-The demo's 3D files and views come from :mod:`rgbd_world.lift_world`.
+The demo's 3D files and views come from :mod:`rgbd_world.figures.lift_world`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ import torch
 from jointdit_core.lift3d import lift_rgbd, unproject
 
 from .metrics import aligned_depth, valid_mask
-from .scenes import FAR, HFOV_DEG
-from .stack import DEFAULT_MODEL_DIR, depth_estimation, held_out_scenes, load_baseline, load_stack
+from ..world.scenes import FAR, HFOV_DEG
+from ..stack import DEFAULT_MODEL_DIR, depth_estimation, held_out_scenes, load_baseline, load_stack
+from ..cli import command_prog
 
 
 def point_error(points: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -77,7 +78,7 @@ def scene_errors(rgb: np.ndarray, disparity: np.ndarray, depth: np.ndarray) -> d
 
 def evaluate_lifting(model_dir: str | Path = DEFAULT_MODEL_DIR, count: int = 100, steps: int = 20, seed: int = 0) -> dict:
     """Lift ground truth, the model's estimates and the baseline for ``count`` test scenes; mean errors per row."""
-    from .dataset import normalized_disparity
+    from ..world.dataset import normalized_disparity
 
     scenes = held_out_scenes(count)
     t0 = time.time()
@@ -122,7 +123,7 @@ def table(result: dict) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder (python -m rgbd_world.recipe)")
     p.add_argument("--count", type=int, default=100, help="test scenes")
     p.add_argument("--steps", type=int, default=20, help="sampling steps (official 20)")
@@ -140,7 +141,7 @@ def main(argv=None):
         Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
         print(f"\nwrote {a.json}")
     if a.figure:
-        from .lift_figure import make_figure
+        from ..figures.lift_figure import make_figure
 
         make_figure(a.figure, a.model, steps=a.steps, seed=a.seed)
         print(f"wrote {a.figure}")

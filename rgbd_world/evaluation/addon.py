@@ -1,10 +1,10 @@
 """Depth estimation of any addon file (e.g. a trainer run's output) on the RGB-D world's scenes.
 
-    python -m rgbd_world.evaluate_addon ADDON.safetensors [ADDON2 ...] [--model rgbd_world/model]
+    python -m rgbd_world.evaluation.addon ADDON.safetensors [ADDON2 ...] [--model rgbd_world/model]
         [--split test|train] [--start 0] [--count 200] [--steps 20] [--seed 0] [--asw-strength 1.0] [--json FILE]
         [--save-pred FILE.npy] [--breakdown]
 
-Same protocol as ``python -m rgbd_world.evaluate`` (rgbd_world.metrics: per-image affine alignment of
+Same protocol as ``python -m rgbd_world.evaluation.depth`` (rgbd_world.evaluation.metrics: per-image affine alignment of
 the disparity, sky excluded, AbsRel and delta1 averaged over images; prompt " ", rgb held at t = 0,
 Euler, Flux-dev shifted schedule, guidance of the model folder), but the addons come from the given
 files (a trainer's ``jointdit_addons.safetensors`` or a ``checkpoint-<step>/`` file) on top of the base,
@@ -12,7 +12,7 @@ autoencoder and text encoders of ``--model``. ``--split train`` scores scenes th
 on (indices ``--start`` .. ``--start + --count`` of the training split; the recipe trains on 0-3999),
 to compare fitting on seen and unseen scenes. Prints one line per addon (and per-image values with
 ``--json``). ``--breakdown`` also prints where the error sits: the share of it on pixels next to depth
-edges (object silhouettes, the horizon) against the interior (:func:`rgbd_world.metrics.error_breakdown`).
+edges (object silhouettes, the horizon) against the interior (:func:`rgbd_world.evaluation.metrics.error_breakdown`).
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import error_breakdown, evaluate_disparity, mean_metrics
-from .stack import DEFAULT_MODEL_DIR, Stack, depth_estimation, load_stack, read_manifest, scenes_of
+from ..stack import DEFAULT_MODEL_DIR, Stack, depth_estimation, load_stack, read_manifest, scenes_of
+from ..cli import command_prog
 
 
 def evaluate_addon(stack: Stack, rgb: np.ndarray, depths: list, steps: int = 20, seed: int = 0, save_pred: str | None = None, breakdown: bool = False) -> dict:
     """{"abs_rel", "delta1", "per_image": [[abs_rel, delta1], ...]} of one stack on the given scenes (and
-    "breakdown", :func:`~rgbd_world.metrics.error_breakdown`, with ``breakdown``); ``save_pred``: also write
+    "breakdown", :func:`~rgbd_world.evaluation.metrics.error_breakdown`, with ``breakdown``); ``save_pred``: also write
     the predicted disparities (N, H, W) float16 to this .npy file."""
     pred = depth_estimation(stack, rgb, steps=steps, seed=seed)
     if save_pred:
@@ -45,7 +46,7 @@ def evaluate_addon(stack: Stack, rgb: np.ndarray, depths: list, steps: int = 20,
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("addons", nargs="+", help="addon files (.safetensors with their .json sidecar)")
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder for base, autoencoder, text encoders")
     p.add_argument("--split", default="test", choices=["test", "train"])

@@ -1,6 +1,6 @@
 """Train the small text-to-image base of the RGB-D world: a Flux-structured transformer (BFL layout).
 
-    python -m rgbd_world.train_base --cache CACHE_DIR --out MODEL_DIR/flux.safetensors [--steps N]
+    python -m rgbd_world.training.base --cache CACHE_DIR --out MODEL_DIR/flux.safetensors [--steps N]
 
 It reads the latent cache that ``python -m jointdit_trainer preprocess`` writes (image latents, T5 token
 states, CLIP pooled vectors, the empty prompt), so the base sees exactly the latents and text
@@ -44,7 +44,7 @@ from jointdit_core.schedules import flux_mu
 from jointdit_trainer.preprocess import resolve_device
 from jointdit_trainer.timesteps import shifted_logit_normal
 
-from .train_autoencoder import cosine_lr, save_trained, training_parser
+from .autoencoder import cosine_lr, save_trained, training_parser
 
 DEFAULT_CONFIG = FluxConfig(
     in_channels=64,
@@ -146,7 +146,7 @@ def model_t5_length(model: Flux, text_root) -> int:
 
 
 def checkpoint_path(out: str | Path) -> Path:
-    """Where :func:`train_base` (and :mod:`rgbd_world.finetune_decoder`) keep the training state of ``out``:
+    """Where :func:`train_base` (and :mod:`rgbd_world.training.finetune_decoder`) keep the training state of ``out``:
     ``<stem>.checkpoint.safetensors`` beside it."""
     out = Path(out)
     return out.with_name(out.stem + ".checkpoint.safetensors")
@@ -291,7 +291,7 @@ def train_base(
     training.update(stored_dtype=dtype, seconds=round(seconds, 1), history=history)
     info = {"config": config.to_dict(), "guidance": GUIDANCE, "training": training}
     state = {k: v.to(store) for k, v in model.state_dict().items()}
-    save_trained(out, state, info, producer="rgbd_world.train_base", flux_config=json.dumps(config.to_dict()))
+    save_trained(out, state, info, producer="rgbd_world.training.base", flux_config=json.dumps(config.to_dict()))
     ckpt.unlink(missing_ok=True)
     print(f"wrote {out} ({seconds:.0f}s)")
     return out
@@ -332,7 +332,7 @@ def main(argv=None):
         model = Flux(cfg)
         model.load_state_dict({k: v.float() for k, v in state.items()})
         model.eval()
-        from .scenes import scene, split_indices
+        from ..world.scenes import scene, split_indices
 
         captions = [scene(i).caption for i in split_indices("test")[:8]]
         write_preview(model, a.ae, a.text, captions, a.preview, tuple(data_manifest["latent_shape"][1:]))

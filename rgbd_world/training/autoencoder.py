@@ -1,6 +1,6 @@
 """Train the small autoencoder of the RGB-D world: the Flux autoencoder design at small width.
 
-    python -m rgbd_world.train_autoencoder --data DATASET_DIR --out MODEL_DIR/ae.safetensors [--steps N]
+    python -m rgbd_world.training.autoencoder --data DATASET_DIR --out MODEL_DIR/ae.safetensors [--steps N]
 
 One network encodes both scene images and depth maps (3-channel disparity in [-1, 1], the JointDiT
 convention, method §6), as FLUX.1's autoencoder does for JointDiT. Loss: L1 reconstruction of a
@@ -39,6 +39,7 @@ from safetensors.torch import save_file
 from jointdit_core.autoencoder import AutoEncoder
 from jointdit_core.config import AutoEncoderConfig
 from jointdit_trainer.preprocess import resolve_device
+from ..cli import command_prog
 
 # ch_mult (2, 2, 2): 64 channels at every level, so every GroupNorm(32) sees 2 channels per group; with
 # (1, 2, 2) the decoder's last norm is a per-channel instance norm that erases absolute colour levels.
@@ -46,7 +47,7 @@ DEFAULT_CONFIG = AutoEncoderConfig(resolution=64, ch=32, ch_mult=(2, 2, 2), num_
 
 
 def load_scene_arrays(dataset_dir: str | Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read a dataset folder written by ``python -m rgbd_world.make_dataset``.
+    """Read a dataset folder written by ``python -m rgbd_world.world.make_dataset``.
 
     Returns:
         ``(rgb, disparity, stems)``: rgb uint8 (N, H, W, 3); disparity float32 (N, H, W) normalised per
@@ -57,7 +58,7 @@ def load_scene_arrays(dataset_dir: str | Path, limit: int | None = None) -> tupl
     root = Path(dataset_dir)
     images = sorted((root / "images").glob("*.png"))[:limit]
     if not images:
-        raise FileNotFoundError(f"{root}/images holds no PNG; write the dataset with python -m rgbd_world.make_dataset")
+        raise FileNotFoundError(f"{root}/images holds no PNG; write the dataset with python -m rgbd_world.world.make_dataset")
     rgb, disparity, stems = [], [], []
     for path in images:
         depth_path = root / "depth" / f"{path.stem}.npy"
@@ -218,14 +219,14 @@ def train_autoencoder(
     training = dict(scenes=n, steps=steps, batch_scenes=batch, lr=lr, kl_weight=kl_weight, chroma_weight=chroma_weight, seed=seed)
     training.update(seconds=round(train_seconds, 1), history=history)
     info = {"config": config.to_dict(), "latent_stats": stats, "reconstruction_l1": errors, "training": training}
-    save_trained(out, ae.state_dict(), info, producer="rgbd_world.train_autoencoder")
+    save_trained(out, ae.state_dict(), info, producer="rgbd_world.training.autoencoder")
     print(f"wrote {out} ({train_seconds:.0f}s); reconstruction L1 rgb {errors['rgb_l1']:.4f} depth {errors['depth_l1']:.4f}")
     return out
 
 
 def training_parser(doc: str, steps: int, batch: int, lr: float, batch_help: str | None = None) -> argparse.ArgumentParser:
     """The command-line options the world's trainers share: --out, --steps, --batch, --lr, --seed, --device."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output .safetensors (a .json of the same stem is written too)")
     p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--batch", type=int, default=batch, help=batch_help)
@@ -237,7 +238,7 @@ def training_parser(doc: str, steps: int, batch: int, lr: float, batch_help: str
 
 def main(argv=None):
     p = training_parser(__doc__, steps=1000, batch=8, lr=2e-3, batch_help="scenes per step (each gives an rgb and a depth image)")
-    p.add_argument("--data", required=True, help="dataset folder (python -m rgbd_world.make_dataset)")
+    p.add_argument("--data", required=True, help="dataset folder (python -m rgbd_world.world.make_dataset)")
     p.add_argument("--kl-weight", type=float, default=1e-4)
     p.add_argument("--chroma-weight", type=float, default=2.0)
     p.add_argument("--ch", type=int, default=DEFAULT_CONFIG.ch)

@@ -1,6 +1,6 @@
 """Write a contact sheet PNG of scenes: each tile is the rgb image above its depth map.
 
-    python -m rgbd_world.contact_sheet --out sheet.png --split train --count 16 --size 64
+    python -m rgbd_world.figures.contact_sheet --out sheet.png --split train --count 16 --size 64
 
 Depth is shown as per-image normalised disparity (near = bright). Captions go to stdout.
 """
@@ -14,8 +14,9 @@ from PIL import Image
 
 from jointdit_core.images import unit_to_uint8
 
-from .dataset import normalized_disparity
-from .scenes import scene, split_indices
+from ..world.dataset import normalized_disparity
+from ..world.scenes import scene, split_indices
+from ..cli import command_prog
 
 
 def contact_sheet(indices, size: int = 64, columns: int = 8) -> tuple[Image.Image, list[str]]:
@@ -33,7 +34,7 @@ def contact_sheet(indices, size: int = 64, columns: int = 8) -> tuple[Image.Imag
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--split", default="train", choices=["train", "test"])
     p.add_argument("--start", type=int, default=0, help="offset inside the split")

@@ -6,9 +6,9 @@ tokenizer_config.json), so ``transformers.AutoTokenizer`` / ``CLIPTextModel`` /
 ``T5EncoderModel.from_pretrained(folder)`` load them like the real CLIP-L and T5-XXL. The
 weights are random (seeded): nothing is pretrained, the base DiT learns to read them.
 
-    python -m rgbd_world.text --out DIR --clip-dim 64 --t5-dim 64 --seed 0
+    python -m rgbd_world.training.text --out DIR --clip-dim 64 --t5-dim 64 --seed 0
 
-writes DIR/clip and DIR/t5; ``python -m rgbd_world.text --vocabulary`` lists the words captions may use.
+writes DIR/clip and DIR/t5; ``python -m rgbd_world.training.text --vocabulary`` lists the words captions may use.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .scenes import VOCABULARY
+from ..world.scenes import VOCABULARY
+from ..cli import command_prog
 
 PAD, EOS, UNK, BOS = "<pad>", "</s>", "<unk>", "<s>"
 SPECIAL_TOKENS = (PAD, EOS, UNK, BOS)  # ids 0, 1, 2, 3 (T5 order; CLIP's eos id must not be 2)
@@ -28,15 +29,15 @@ T5_MAX_LENGTH = 32  # longest caption is < 30 tokens; real T5-XXL uses 256/512
 
 
 def vocabulary() -> dict[str, int]:
-    """Token -> id: the four special tokens, then the caption words (rgbd_world.scenes.VOCABULARY)."""
+    """Token -> id: the four special tokens, then the caption words (rgbd_world.world.scenes.VOCABULARY)."""
     words = list(SPECIAL_TOKENS) + [w for w in VOCABULARY if w not in SPECIAL_TOKENS]
     return {w: i for i, w in enumerate(words)}
 
 
 def caption_word_groups() -> list[tuple[str, list[str]]]:
     """The caption vocabulary by role, (group name, words) in caption order: every word of
-    :func:`vocabulary` but the special tokens, each once (rgbd_world.scenes' grammar names them)."""
-    from .scenes import COLOURS, GROUND_TEXTURES, NUMBERS, OBJECT_TEXTURES, PLURAL, RELATIONS, SHAPES, SIZES
+    :func:`vocabulary` but the special tokens, each once (rgbd_world.world.scenes' grammar names them)."""
+    from ..world.scenes import COLOURS, GROUND_TEXTURES, NUMBERS, OBJECT_TEXTURES, PLURAL, RELATIONS, SHAPES, SIZES
 
     return [
         ("colours", list(COLOURS)),
@@ -53,7 +54,7 @@ def caption_word_groups() -> list[tuple[str, list[str]]]:
 
 def vocabulary_markdown() -> str:
     """The caption vocabulary as a Markdown list, one line per group of :func:`caption_word_groups`
-    (the README's list; ``python -m rgbd_world.text --vocabulary`` prints it)."""
+    (the README's list; ``python -m rgbd_world.training.text --vocabulary`` prints it)."""
     return "\n".join(f"- {name}: {', '.join(words)}" for name, words in caption_word_groups())
 
 
@@ -167,7 +168,7 @@ def load_text_encoders(root: str | Path, t5_max_length: int | None = None, devic
     root = Path(root)
     for sub in ("clip", "t5"):
         if not (root / sub / "config.json").is_file():
-            raise FileNotFoundError(f"{root / sub} is not a text-encoder folder; run python -m rgbd_world.text --out {root}")
+            raise FileNotFoundError(f"{root / sub} is not a text-encoder folder; run python -m rgbd_world.training.text --out {root}")
     if t5_max_length is None:
         t5_max_length = AutoTokenizer.from_pretrained(str(root / "t5")).model_max_length
     with _no_transformers_progress_bars():
@@ -189,7 +190,7 @@ def _no_transformers_progress_bars():
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="folder to write clip/ and t5/ into")
     p.add_argument("--vocabulary", action="store_true", help="print the words captions may use (Markdown list) and exit")
     p.add_argument("--clip-dim", type=int, default=64, help="= Flux vec_in_dim")

@@ -22,6 +22,7 @@ import numpy as np
 
 WORLD_SEED = 20250605
 FAR = 20.0  # metric z-depth of the backdrop (sky)
+NEAR_DEPTH = 2.4  # median nearest z-depth of the world's scenes (metres): the scale read into generated depth maps
 HFOV_DEG = 50.0  # horizontal field of view; images are square so the vertical one is equal
 EPS = 1e-4
 

@@ -1,7 +1,7 @@
 """Lifting the world's 64x64 RGB-D pairs to 3D: the settings that suit them, the demo's 3D files and a new view.
 
 Shared by the demo (``3d/*.glb|ply`` and the overview's 3D section), the README picture
-(:mod:`rgbd_world.lift_figure`) and nothing else; the evaluation of lifting is :mod:`rgbd_world.lift_eval`.
+(:mod:`rgbd_world.figures.lift_figure`) and nothing else; the evaluation of lifting is :mod:`rgbd_world.evaluation.lift`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import numpy as np
 
 from jointdit_core.lift3d import LiftedRGBD, lift_rgbd
 
-from .metrics import NEAR_DEPTH
-from .render3d import orbit, render_mesh
-from .scenes import FAR, HFOV_DEG
+from ..world.render3d import orbit, render_mesh
+from ..world.scenes import FAR, HFOV_DEG, NEAR_DEPTH
 
 EDGE_THRESHOLD_64PX = 0.1  # relative depth-edge threshold for the world's 64x64 images (0.03 suits >= 512 px)
 SKY_THRESHOLD = 0.01  # normalised disparity below which a pixel counts as sky

@@ -1,6 +1,6 @@
 """A small software rasteriser (numpy): a coloured triangle mesh seen from a new viewpoint, as an image.
 
-Used for the README's picture of a lifted RGB-D pair (``python -m rgbd_world.lift_eval --figure``) and for
+Used for the README's picture of a lifted RGB-D pair (``python -m rgbd_world.evaluation.lift --figure``) and for
 checking lifted meshes without a GPU or an OpenGL context. Z-buffered, per-pixel barycentric colour
 interpolation, no lighting (the vertex colours already are the shaded image).
 """

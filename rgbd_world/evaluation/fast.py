@@ -1,7 +1,7 @@
 """Speed settings measured on the RGB-D world: the JointDiT step cache and few-step depth estimation.
 
-    python -m rgbd_world.evaluate_fast cache [--count 50] [--thresholds 0 0.05 0.1 0.2 0.3] [--tasks ...] [--json FILE]
-    python -m rgbd_world.evaluate_fast fewstep [--count 50] [--steps 1 2 3 4 6 10 20] [--ensemble 4] [--json FILE]
+    python -m rgbd_world.evaluation.fast cache [--count 50] [--thresholds 0 0.05 0.1 0.2 0.3] [--tasks ...] [--json FILE]
+    python -m rgbd_world.evaluation.fast fewstep [--count 50] [--steps 1 2 3 4 6 10 20] [--ensemble 4] [--json FILE]
 
 ``cache``: per task and threshold of :class:`jointdit_core.step_cache.JointStepCache` (whole caching window,
 start 0 / end 1 percent, so the threshold alone decides): the share of model evaluations computed, the wall
@@ -12,7 +12,7 @@ the generated image, AbsRel, 4 uncached flux_shifted steps); depth-to-image capt
 
 ``fewstep``: depth estimation AbsRel / delta1 against the number of Euler steps, the schedule
 (``flux_shifted``, ``linear``) and the ensemble size (1 and ``--ensemble`` members, median of the
-aligned members as :mod:`rgbd_world.evaluate_ensemble`), plus the deterministic single step (depth
+aligned members as :mod:`rgbd_world.evaluation.ensemble`), plus the deterministic single step (depth
 branch started from zeros at sigma 1, one step to 0).
 
 Scenes: ``split_indices("test")[:count]``; the model's guidance and cfg, prompt " " for depth, seed 0.
@@ -25,10 +25,10 @@ import time
 
 import numpy as np
 
-from .cli import write_json
-from .evaluate import score
-from .evaluate_ensemble import MEMBER_SEED_STRIDE, score_ensemble
-from .stack import DEFAULT_MODEL_DIR, depth_estimation, depth_to_image, held_out_scenes, joint_generation, load_stack
+from ..cli import write_json
+from .depth import score
+from .ensemble import MEMBER_SEED_STRIDE, score_ensemble
+from ..stack import DEFAULT_MODEL_DIR, depth_estimation, depth_to_image, held_out_scenes, joint_generation, load_stack
 
 TASKS = ("depth_estimation", "joint_generation", "depth_to_image")
 AGREEMENT_STEPS = 4
@@ -43,7 +43,7 @@ def _cache(threshold: float):
 def _run_task(stack, task: str, scenes, steps: int, cache):
     """(output arrays in [0, 1] to compare between thresholds, quality dict, seconds of the sampling alone)."""
     from .caption_classifier import caption_accuracy, load_classifier
-    from .dataset import normalized_disparity
+    from ..world.dataset import normalized_disparity
     from .metrics import generated_depth_abs_rel
 
     rgb = np.stack([s.rgb for s in scenes])
@@ -124,7 +124,7 @@ def fewstep_table(result: dict) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m rgbd_world.evaluate_fast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m rgbd_world.evaluation.fast", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["cache", "fewstep"])
     p.add_argument("--count", type=int, default=50, help="test scenes")
     p.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3])

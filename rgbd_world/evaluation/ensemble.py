@@ -1,12 +1,12 @@
 """Does ensembling help? Depth estimation of the shipped small model with N seeds per scene, combined.
 
-    python -m rgbd_world.evaluate_ensemble [--count 200] [--sizes 1 4 10] [--reduction median] [--json FILE]
+    python -m rgbd_world.evaluation.ensemble [--count 200] [--sizes 1 4 10] [--reduction median] [--json FILE]
 
 Every member is one depth estimation of :func:`rgbd_world.stack.depth_estimation` (official settings, as
-``rgbd_world.evaluate``) with its own noise seed ``seed + 1000 * k`` (k = 0 .. max(sizes) - 1; member 0 is
-the single run of ``rgbd_world.evaluate``). An ensemble of size N takes the first N members and combines
+``rgbd_world.evaluation.depth``) with its own noise seed ``seed + 1000 * k`` (k = 0 .. max(sizes) - 1; member 0 is
+the single run of ``rgbd_world.evaluation.depth``). An ensemble of size N takes the first N members and combines
 them with :func:`jointdit_core.ensemble.ensemble_disparity` (joint scale/shift alignment, median or mean),
-so the sizes are nested and share their runs. Scores: the protocol of :mod:`rgbd_world.metrics` (AbsRel,
+so the sizes are nested and share their runs. Scores: the protocol of :mod:`rgbd_world.evaluation.metrics` (AbsRel,
 delta1). Uncertainty vs error: per scene, the Pearson correlation over the valid pixels between the
 ensemble's uncertainty map and the absolute error of its aligned disparity against the ground-truth
 disparity 1 / z (both on the metrics' least-squares alignment); reported as the mean over scenes and as
@@ -26,7 +26,8 @@ import torch
 from jointdit_core.ensemble import REDUCTIONS, ensemble_disparity
 
 from .metrics import align_scale_shift, evaluate_disparity, mean_metrics, valid_mask
-from .stack import DEFAULT_MODEL_DIR, MEMBER_SEED_STRIDE, depth_estimation, held_out_scenes, load_stack, read_manifest
+from ..stack import DEFAULT_MODEL_DIR, MEMBER_SEED_STRIDE, depth_estimation, held_out_scenes, load_stack, read_manifest
+from ..cli import command_prog
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -104,7 +105,7 @@ def table(result: dict) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=command_prog(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
     p.add_argument("--count", type=int, default=200, help="held-out test scenes")
     p.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 10], help="ensemble sizes")

@@ -1,10 +1,10 @@
 """Caption following and depth agreement of the shipped small model on the RGB-D world's test split.
 
-    python -m rgbd_world.evaluate_captions [--count 200] [--steps 20] [--seed 0] [--variant uts_asw] [--cfg 1.0] [--json FILE]
+    python -m rgbd_world.evaluation.captions [--count 200] [--steps 20] [--seed 0] [--variant uts_asw] [--cfg 1.0] [--json FILE]
         [--roundtrip-only] [--skip-depth]
 
 On the held-out test scenes ``split_indices("test")[:count]`` (never trained on, neither by the model nor by
-the caption classifier), per-attribute caption accuracy (:func:`rgbd_world.caption_classifier.caption_accuracy`)
+the caption classifier), per-attribute caption accuracy (:func:`rgbd_world.evaluation.caption_classifier.caption_accuracy`)
 of:
 
 * ``ground_truth``: the scenes' renders (the classifier's own accuracy, its ceiling);
@@ -15,9 +15,9 @@ of:
 both with classifier-free guidance ``cfg`` against the empty prompt (default: the model's, model.json ``cfg``).
 ``--roundtrip-only`` stops after the first two rows (seconds, not minutes: to compare autoencoders).
 
-Depth agreement (AbsRel, protocol of :mod:`rgbd_world.metrics`; the model re-estimates depth from its own
+Depth agreement (AbsRel, protocol of :mod:`rgbd_world.evaluation.metrics`; the model re-estimates depth from its own
 images with noise seed ``seed + 1``): for joint generation, the re-estimated depth against the generated
-depth (:func:`rgbd_world.metrics.generated_depth_abs_rel`); for depth-to-image, the re-estimated depth against
+depth (:func:`rgbd_world.evaluation.metrics.generated_depth_abs_rel`); for depth-to-image, the re-estimated depth against
 the scene's ground truth, beside depth estimated from the ground-truth render (the same model, the reference).
 """
 
@@ -29,11 +29,11 @@ import time
 import numpy as np
 
 from .caption_classifier import ATTRIBUTES, caption_accuracy, load_classifier
-from .cli import int_at_least, write_json
-from .dataset import normalized_disparity
-from .evaluate import score
+from ..cli import int_at_least, write_json
+from ..world.dataset import normalized_disparity
+from .depth import score
 from .metrics import generated_depth_abs_rel
-from .stack import DEFAULT_MODEL_DIR, autoencoder_roundtrip_rgb, depth_estimation, depth_to_image, held_out_scenes, joint_generation, load_stack
+from ..stack import DEFAULT_MODEL_DIR, autoencoder_roundtrip_rgb, depth_estimation, depth_to_image, held_out_scenes, joint_generation, load_stack
 
 ROW_TITLES = {
     "ground_truth": "ground-truth renders (the classifier's own accuracy)",
@@ -106,7 +106,7 @@ def table(result: dict) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m rgbd_world.evaluate_captions", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m rgbd_world.evaluation.captions", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder (python -m rgbd_world.recipe)")
     p.add_argument("--variant", default=None, help="addon variant in model.json (default: the manifest's, uts_asw)")
     p.add_argument("--classifier", default=None, help="caption classifier weights (default: the shipped one)")

@@ -1,10 +1,10 @@
 """Depth completion on the RGB-D world: sparse depth + photo through masked JointDiT sampling.
 
-    python -m rgbd_world.evaluate_completion [--count 200] [--steps 20] [--fractions 0.05 0.2] [--json FILE]
+    python -m rgbd_world.evaluation.completion [--count 200] [--steps 20] [--fractions 0.05 0.2] [--json FILE]
 
 For every held-out test scene (``split_indices("test")[:count]``, never trained on) a random share of its
 valid pixels (depth < FAR; seed 0 + scene position) is kept as the sparse depth. Rows, AbsRel / delta1 on
-all valid pixels with the protocol of :mod:`rgbd_world.metrics` (per-image scale and shift of disparity):
+all valid pixels with the protocol of :mod:`rgbd_world.evaluation.metrics` (per-image scale and shift of disparity):
 
 * ``estimation``: plain depth estimation from the photo alone (no sparse depth);
 * ``nearest_<f>``: nearest-neighbour interpolation of the sparse disparity;
@@ -22,10 +22,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .cli import evaluation_parser, print_rows, write_json
-from .evaluate import score
+from ..cli import evaluation_parser, print_rows, write_json
+from .depth import score
 from .metrics import valid_mask
-from .stack import DEFAULT_MODEL_DIR, depth_completion, depth_estimation, held_out_scenes, load_stack
+from ..stack import DEFAULT_MODEL_DIR, depth_completion, depth_estimation, held_out_scenes, load_stack
 
 
 def sparse_disparity(depth: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,10 @@
 """The README's picture of 3D lifting: RGB-D pairs of the world lifted to meshes, seen from a new viewpoint.
 
-    python -m rgbd_world.lift_eval --count 0 --figure docs/lift3d.png
+    python -m rgbd_world.evaluation.lift --count 0 --figure docs/lift3d.png
 
 Rows: a held-out test scene's exact pair, the model's depth estimate of the same image, a joint-generation
 pair. Columns: image, disparity (colour: near = yellow), the lifted mesh rendered 35 degrees to the side
-(:mod:`rgbd_world.render3d`).
+(:mod:`rgbd_world.world.render3d`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from PIL import Image, ImageDraw
 from jointdit_core.depth import colorize
 
 from .lift_world import WORLD_NEAR, new_view
-from .scenes import FAR
-from .stack import DEFAULT_MODEL_DIR, depth_estimation, held_out_scenes, joint_generation, load_stack
+from ..world.scenes import FAR
+from ..stack import DEFAULT_MODEL_DIR, depth_estimation, held_out_scenes, joint_generation, load_stack
 
 SCENE = 3  # offset in the test split: a red cone in front of a yellow cube
 CAPTION = "a blue cube left of a yellow cone"
@@ -32,7 +32,7 @@ def _tile(x: np.ndarray) -> np.ndarray:
 
 def make_figure(path: str | Path, model_dir: str | Path = DEFAULT_MODEL_DIR, steps: int = 20, seed: int = 0) -> Path:
     """Render the picture (3 rows x 3 tiles, labelled) to ``path`` (PNG, 256-colour palette); returns the path."""
-    from .dataset import normalized_disparity
+    from ..world.dataset import normalized_disparity
 
     stack = load_stack(model_dir)
     scene = held_out_scenes(1, start=SCENE)[0]

@@ -1,6 +1,0 @@
-"""``python -m rgbd_world.make_dataset``: see rgbd_world.dataset for the layout and options."""
-
-from .dataset import main
-
-if __name__ == "__main__":
-    main()
