@@ -526,7 +526,7 @@ THUMBNAILS = {
                          [("depth", "depth_estimation/00_depth_color.png"), ("depth", "depth_estimation/01_depth_color.png")]),
     "depth_estimation_any_size": ([("photo, any size", "depth_estimation/02_input.png"), ("photo", "depth_estimation/03_input.png")],
                                   [("depth (16-bit)", "depth_estimation/02_depth_color.png"), ("depth", "depth_estimation/03_depth_color.png")]),
-    "depth_estimation_wide": ([("wide photo", "wide/00_input.png")], [("depth, tiles", "wide/00_depth_color.png")]),  # evaluate_windows --tiles-figure
+    "depth_estimation_wide": ([("wide photo", "wide/00_input.png")], [("depth, tiles", "wide/00_depth_color.png")]),  # rgbd_world.evaluation.windows --tiles-figure
     "depth_to_image": ([("depth map", "depth_to_image/00_input_depth_color.png"), ("depth map", "depth_to_image/01_input_depth_color.png")],
                        [("new image", "depth_to_image/00_rgb.png"), ("new image", "depth_to_image/01_rgb.png")]),
     "inpaint_rgbd": ([("photo + mask", "inpainting/00_input.png")], [("image", "inpainting/00_rgb.png"), ("depth", "inpainting/00_depth_color.png")]),
