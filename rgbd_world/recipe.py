@@ -8,14 +8,16 @@ by hand):
 
 1. ``data``      training scenes -> ``<work>/data/train`` (python -m rgbd_world.world.make_dataset)
 2. ``text``      CLIP and T5 text encoders with the caption tokenizer, random, seeded -> ``<out>/text``
-3. ``ae``        the autoencoder -> ``<out>/ae.safetensors`` (python -m rgbd_world.training.autoencoder)
-4. ``cache``     the trainer's latent cache -> ``<work>/cache`` (python -m jointdit_trainer preprocess)
-5. ``base``      the text-to-image base -> ``<out>/flux.safetensors`` (python -m rgbd_world.training.base)
-6. ``addons``    JointDiT addons with the trainer (python -m jointdit_trainer train, config
+3. ``ae``        the autoencoder -> ``<work>/ae/ae.safetensors`` (python -m rgbd_world.training.autoencoder)
+4. ``decoder``   its decoder fine-tuned alone, the encoder kept -> ``<out>/ae.safetensors``
+                 (python -m rgbd_world.training.finetune_decoder)
+5. ``cache``     the trainer's latent cache -> ``<work>/cache`` (python -m jointdit_trainer preprocess)
+6. ``base``      the text-to-image base -> ``<out>/flux.safetensors`` (python -m rgbd_world.training.base)
+7. ``addons``    JointDiT addons with the trainer (python -m jointdit_trainer train, config
                  ``rgbd_world/configs/jointdit_small.toml``): ``uts_asw`` (the recipe as published),
                  ``same_timestep`` (UTS off) and ``asw_off`` (ASW off); same seed and steps
                  -> ``<out>/addons/<variant>.safetensors`` + sidecar
-7. ``manifest``  the baseline mean disparity map and ``<out>/model.json``
+8. ``manifest``  the baseline mean disparity map and ``<out>/model.json``
 
 Everything is seeded; a rerun with the same torch version and thread count gives the same files.
 ``--device`` (default auto: CUDA when present, else the CPU) picks where the training stages run; each
@@ -23,7 +25,7 @@ stage's time is printed when it ends and recorded in ``<out>/model.json`` (``rec
 ``--quick`` shrinks every stage (a smoke test of the recipe, not a usable model).
 
 Long stages go in segments: the base writes its training state every 50 steps (beside
-``<out>/flux.safetensors``), each addon run every 100 (in ``<work>/addons/<variant>/checkpoints``). After an
+``<out>/flux.safetensors``), the decoder fine-tune every 100 (beside ``<out>/ae.safetensors``), each addon run every 100 (in ``<work>/addons/<variant>/checkpoints``). After an
 interruption, ``--resume`` with the stages still to run (e.g. ``--stages base addons manifest --resume``)
 continues each run from its last state instead of starting it over; the result is that of an
 uninterrupted run.
@@ -48,13 +50,13 @@ from pathlib import Path
 
 from .cli import int_at_least
 
-STAGES = ("data", "text", "ae", "cache", "base", "addons", "manifest")
+STAGES = ("data", "text", "ae", "decoder", "cache", "base", "addons", "manifest")
 CONFIG = Path(__file__).resolve().parent / "configs" / "jointdit_small.toml"
 SHIPPED_MODEL = Path(__file__).resolve().parent / "model"
 # what the stages write into --out (everything else there is someone else's)
 OUT_FILES = ("text", "ae.safetensors", "ae.json", "flux.safetensors", "flux.json", "addons", "baseline_mean_disparity.safetensors", "model.json",
              "evaluation.json",  # python -m rgbd_world.evaluation.depth --json; stale once the model is rebuilt
-             "flux.checkpoint.safetensors")  # the base's training state while it trains
+             "flux.checkpoint.safetensors", "ae.checkpoint.safetensors")  # the base's and the decoder's training state while they train
 # files in --out the recipe neither writes nor clears: the caption classifier (python -m rgbd_world.evaluation.caption_classifier),
 # the ruler every model is measured with, which a rebuild keeps
 KEPT_FILES = ("caption_classifier.safetensors", "caption_classifier.json")
@@ -63,8 +65,8 @@ VARIANTS = {  # variant: trainer overrides (the ablations of the paper)
     "same_timestep": {"timestep_sampling": "same", "asw_strength": 1.0},
     "asw_off": {"timestep_sampling": "uts", "asw_strength": 0.0},
 }
-FULL = {"scenes": 4000, "ae_steps": 1000, "base_steps": 1200, "addon_steps": 9600, "addon_cooldown_steps": 4800}
-QUICK = {"scenes": 16, "ae_steps": 2, "base_steps": 2, "addon_steps": 2, "addon_cooldown_steps": 1}
+FULL = {"scenes": 4000, "ae_steps": 1000, "decoder_steps": 2000, "base_steps": 1200, "addon_steps": 9600, "addon_cooldown_steps": 4800}
+QUICK = {"scenes": 16, "ae_steps": 2, "decoder_steps": 2, "base_steps": 2, "addon_steps": 2, "addon_cooldown_steps": 1}
 TEXT_DIM = 64  # CLIP pooled width (= Flux vec_in_dim) and T5 width (= Flux context_in_dim)
 
 
@@ -223,6 +225,7 @@ def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES
     log: dict = {}
     tset = trainer_overrides(out, work, sizes)
     on_device = [] if device == "auto" else ["--device", device]
+    from .training.base import checkpoint_path  # imports torch: not at the top, so --help stays quick
     if "data" in stages:
         shutil.rmtree(work / "data" / "train", ignore_errors=True)
         run(py + ["rgbd_world.world.make_dataset", "--out", str(work / "data" / "train"), "--split", "train", "--count", str(sizes["scenes"]), "--size", "64"], log, "data")
@@ -230,13 +233,16 @@ def recipe(out: str | Path, work: str | Path, quick: bool = False, stages=STAGES
         shutil.rmtree(out / "text", ignore_errors=True)
         run(py + ["rgbd_world.training.text", "--out", str(out / "text"), "--clip-dim", str(TEXT_DIM), "--t5-dim", str(TEXT_DIM), "--seed", str(seed)], log, "text")
     if "ae" in stages:
-        run(py + ["rgbd_world.training.autoencoder", "--data", str(work / "data" / "train"), "--out", str(out / "ae.safetensors"), "--steps", str(sizes["ae_steps"]), "--seed", str(seed)] + on_device, log, "ae", device)
+        run(py + ["rgbd_world.training.autoencoder", "--data", str(work / "data" / "train"), "--out", str(work / "ae" / "ae.safetensors"), "--steps", str(sizes["ae_steps"]), "--seed", str(seed)] + on_device, log, "ae", device)
+    if "decoder" in stages:
+        cmd = ["rgbd_world.training.finetune_decoder", "--data", str(work / "data" / "train"), "--ae", str(work / "ae" / "ae.safetensors"), "--out", str(out / "ae.safetensors"),
+               "--steps", str(sizes["decoder_steps"]), "--seed", str(seed), "--checkpoint-every", "100"]
+        cmd += (["--resume"] if resume and checkpoint_path(out / "ae.safetensors").is_file() else []) + on_device
+        run(py + cmd, log, "decoder", device)
     if "cache" in stages:
         shutil.rmtree(work / "cache", ignore_errors=True)
         run(py + ["jointdit_trainer", "preprocess", "--config", str(CONFIG)] + tset + ([] if device == "auto" else ["--set", f"preprocess_device={device}"]), log, "cache", device)
     if "base" in stages:
-        from .training.base import checkpoint_path
-
         cmd = ["rgbd_world.training.base", "--cache", str(work / "cache"), "--out", str(out / "flux.safetensors"), "--steps", str(sizes["base_steps"]), "--seed", str(seed)]
         cmd += ["--checkpoint-every", "50"] + (["--resume"] if resume and checkpoint_path(out / "flux.safetensors").is_file() else []) + on_device
         run(py + cmd, log, "base", device)

@@ -87,20 +87,24 @@ def test_resume_continues_the_base_and_the_addon_runs_instead_of_restarting_them
     left_over = work / "addons" / "uts_asw" / "checkpoints" / "step_00000100"
     left_over.mkdir(parents=True)
 
-    recipe.recipe(out, work, quick=True, stages=("base", "addons"))
-    base, *addons = commands
+    recipe.recipe(out, work, quick=True, stages=("decoder", "base", "addons"))
+    decoder, base, *addons = commands
     assert "--checkpoint-every" in base and "--resume" not in base  # nothing to resume from yet
+    assert "--checkpoint-every" in decoder and "--resume" not in decoder
+    # the decoder fine-tunes the ae stage's autoencoder into the model folder (rerunning it starts from the same file)
+    assert decoder[decoder.index("--ae") + 1] == str(work / "ae" / "ae.safetensors") and decoder[decoder.index("--out") + 1] == str(out / "ae.safetensors")
     assert all("save_every_n_steps=100" in c and "resume_from=latest" not in c for c in addons)
     assert not left_over.exists()  # a fresh run starts its folders over
 
     left_over.mkdir(parents=True)
     checkpoint_path(out / "flux.safetensors").write_text("state")
+    checkpoint_path(out / "ae.safetensors").write_text("state")
     commands.clear()
-    recipe.recipe(out, work, quick=True, stages=("base", "addons"), resume=True)
-    base, *addons = commands
-    assert "--resume" in base and len(addons) == 3
+    recipe.recipe(out, work, quick=True, stages=("decoder", "base", "addons"), resume=True)
+    decoder, base, *addons = commands
+    assert "--resume" in base and "--resume" in decoder and len(addons) == 3
     assert all("resume_from=latest" in c for c in addons) and left_over.is_dir()
-    assert "flux.checkpoint.safetensors" in recipe.OUT_FILES  # not refused as foreign, cleared by a fresh full run
+    assert {"flux.checkpoint.safetensors", "ae.checkpoint.safetensors"} <= set(recipe.OUT_FILES)  # not refused as foreign, cleared by a fresh full run
 
 
 def test_device_reaches_every_training_stage(tmp_path, monkeypatch):
@@ -118,9 +122,9 @@ def test_device_reaches_every_training_stage(tmp_path, monkeypatch):
     monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
     for device in ("cpu", "auto"):
         seen.clear()
-        recipe.recipe(tmp_path / device / "model", tmp_path / device / "work", quick=True, stages=("ae", "cache", "base", "addons"), device=device)
-        assert set(seen) == {"ae", "cache", "base", "addons/uts_asw", "addons/same_timestep", "addons/asw_off"}
+        recipe.recipe(tmp_path / device / "model", tmp_path / device / "work", quick=True, stages=("ae", "decoder", "cache", "base", "addons"), device=device)
+        assert set(seen) == {"ae", "decoder", "cache", "base", "addons/uts_asw", "addons/same_timestep", "addons/asw_off"}
         on_cpu = device == "cpu"
-        assert all((cmd[-2:] == ["--device", "cpu"]) == on_cpu for key, (cmd, _) in seen.items() if key in ("ae", "base"))
+        assert all((cmd[-2:] == ["--device", "cpu"]) == on_cpu for key, (cmd, _) in seen.items() if key in ("ae", "decoder", "base"))
         assert ("preprocess_device=cpu" in seen["cache"][0]) == on_cpu
         assert all((env.get("ACCELERATE_USE_CPU") == "1") == on_cpu for key, (_, env) in seen.items() if key.startswith("addons/"))
