@@ -67,6 +67,11 @@ TIPS = {
                              "photo at processing_resolution, tiles of that size at the photo's own scale (large_photos = tiles, "
                              "tile_overlap pixels shared) are estimated and reconciled. Cost: tiles + 1 runs (a 2048x1024 photo at "
                              "512 with overlap 128: 15 tiles).",
+    "panorama_360_3d": ("A 360-degree image and its depth (2:1, equirectangular), generated in overlapping windows of the model's size "
+                        "with wrap on, so the left and right edges join; both decoders pad circularly for the same reason. RGB-D "
+                        "to 3D puts it on a sphere around you: in *3D view* zoom in to stand inside. Decode Depth's wrap and RGB-D to "
+                        "3D's projection are advanced inputs (Show advanced inputs). Sampling costs one model call per window and "
+                        "step (here 3 windows of 1024 pixels)."),
     "depth_estimation_3d": "A photo's depth map lifted to a 3D mesh (*3D view*: drag to orbit). Pick your photo in *Photo*.",
     "depth_to_image": "The photo's depth map (depth estimation) turned into a new image from the prompt. To use your "
                       "own depth map, connect it to *Encode depth*'s depth input.",
@@ -96,8 +101,8 @@ def _sampler(task: str, positive=("5", 0), **latents) -> dict:
     return _node("JointSampler", "JointDiT Sampler", model=["2", 0], positive=list(positive), task=task, seed=42, steps=20, **latents)
 
 
-def _decode_depth(samples) -> dict:
-    return _node("DecodeDepth", "Decode Depth", vae=["6", 0], samples=samples, depth_transform="auto", colormap="turbo", model=["2", 0])
+def _decode_depth(samples, title: str = "Decode Depth", **options) -> dict:
+    return _node("DecodeDepth", title, vae=["6", 0], samples=samples, depth_transform="auto", colormap="turbo", model=["2", 0], **options)
 
 
 def _photo(first: int) -> dict:
@@ -249,21 +254,36 @@ WORKFLOWS["outpaint_rgbd"] = {
 # 3D lifting: the joint-generation and depth-estimation graphs, their image and depth map lifted to a
 # mesh + point cloud by "JointDiT RGB-D to 3D" and shown in ComfyUI's own Preview 3D (its model_file takes the
 # .glb path relative to the output folder, in every supported ComfyUI).
-def _with_3d(graph: dict, image_from: str, prefix: str) -> dict:
-    """``graph`` plus RGBDTo3D (image: the first ``image_from`` node; depth: DecodeDepth's depth) and Preview3D."""
+def _with_3d(graph: dict, image_from: str, prefix: str, **lift_options) -> dict:
+    """``graph`` plus RGBDTo3D (image: the first ``image_from`` node; depth: DecodeDepth's depth; ``lift_options``: its
+    advanced inputs) and Preview3D."""
     first = lambda class_type: next(nid for nid, node in graph.items() if node["class_type"] == class_type)  # noqa: E731
     lift, preview = str(max(int(n) for n in graph) + 1), str(max(int(n) for n in graph) + 2)
     return {
         **graph,
         lift: _node("JointDiTRGBDTo3D", "RGB-D to 3D", image=[first(image_from), 0], depth=[first("DecodeDepth"), 0], fov_degrees=60.0,
                     near=1.0, far=10.0, edge_threshold=0.03, background_threshold=0.0, filename_prefix=prefix, depth_kind="disparity",
-                    normalize=True, glb_content="mesh", texture=False, stride=1),
+                    normalize=True, glb_content="mesh", texture=False, stride=1, **lift_options),
         preview: _node("Preview3D", "3D view (drag to orbit)", model_file=[lift, 0]),
     }
 
 
 WORKFLOWS["joint_generation_3d"] = _with_3d(WORKFLOWS["joint_generation"], "VAEDecode", "JointDiT/joint_3d")
 WORKFLOWS["depth_estimation_3d"] = _with_3d(WORKFLOWS["depth_estimation"], "ImageScale", "JointDiT/depth_3d")
+# A 360-degree RGB-D panorama you stand inside: an equirectangular 2:1 latent (FLUX.1-dev scale) sampled in windows of the
+# model's size with wrap (the right edge joined to the left), both branches decoded with circular padding (no seam
+# where the panorama wraps), lifted onto a sphere around the viewer (RGB-D to 3D, projection equirectangular).
+WORKFLOWS["panorama_360_3d"] = _with_3d({
+    **_common("a 360-degree panorama of a sunlit ancient Roman forum with marble columns and temples, equirectangular"),
+    "7": _node("EmptySD3LatentImage", "Size (2:1 for 360 degrees)", width=2048, height=1024, batch_size=1),
+    "8": _node("JointSamplerWindows", "Window Sampler (360, wrap)", model=["2", 0], positive=["5", 0], task="joint_generation",
+               seed=42, steps=20, window_width=1024, window_height=1024, overlap=256, wrap=True, windows_per_batch=1, cfg=1.0, image=["7", 0]),
+    "9": _node("JointDiTVAEDecodeWrap", "Decode image (360, wrap)", samples=["8", 0], vae=["6", 0]),
+    "10": _decode_depth(["8", 1], "Decode Depth (360, wrap)", wrap=True),
+    "11": _node("SaveImage", "Save image", images=["9", 0], filename_prefix="JointDiT/panorama_rgb"),
+    "12": _node("SaveImage", "Save depth", images=["10", 0], filename_prefix="JointDiT/panorama_depth"),
+    "13": _node("PreviewImage", "Depth (colour)", images=["10", 2]),
+}, "JointDiTVAEDecodeWrap", "JointDiT/panorama_3d", projection="equirectangular")
 
 
 # Template file names in example_workflows/: the frontend shows a pack's template under its file name and lists
@@ -279,6 +299,7 @@ TEMPLATES = {
     "depth_completion": "JointDiT 7 - Depth completion",
     "joint_generation_3d": "JointDiT 8 - Text to 3D",
     "depth_estimation_3d": "JointDiT 9 - Photo to 3D",
+    "panorama_360_3d": "JointDiT 9b - 360-degree panorama in 3D",
 }
 
 
@@ -355,32 +376,8 @@ GRIDS = {
     "outpaint_rgbd": {"columns": [[1, 3, 6, 4, 5], [2, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16, 17], [18, 19, 20, 21, 22]],
                       "outputs": [[23, 24, 25]], "output_size": [340, 300]},
     "depth_completion": {"columns": [[1, 3, 6, 4, 5], [2, 7, 8, 9], [10, 11, 12, 13, 14], [15, 16, 17, 18, 19]], "outputs": [[20], [21]]},
+    "panorama_360_3d": {"columns": [[1, 3, 6], [2, 4, 5, 7], [8], [9, 10, 14]], "outputs": [[11, 15], [12, 13]], "output_size": [340, 330]},
 }
-
-
-# A 360-degree RGB-D panorama you stand inside: an equirectangular 2:1 latent (FLUX.1-dev scale) sampled in windows of the
-# model's size with wrap (the right edge joined to the left), both branches decoded with circular padding (no seam
-# where the panorama wraps), lifted onto a sphere around the viewer (RGB-D to 3D, projection equirectangular).
-WORKFLOWS["panorama_360_3d"] = _with_3d({
-    **_common("a 360-degree panorama of a sunlit ancient Roman forum with marble columns and temples, equirectangular"),
-    "7": _node("EmptySD3LatentImage", "Size (2:1 for 360 degrees)", width=2048, height=1024, batch_size=1),
-    "8": _node("JointSamplerWindows", "Window Sampler (360, wrap)", model=["2", 0], positive=["5", 0], task="joint_generation",
-               seed=42, steps=20, window_width=1024, window_height=1024, overlap=256, wrap=True, windows_per_batch=1, cfg=1.0, image=["7", 0]),
-    "9": _node("JointDiTVAEDecodeWrap", "Decode image (360, wrap)", samples=["8", 0], vae=["6", 0]),
-    "10": {**_decode_depth(["8", 1]), "_meta": {"title": "Decode Depth (360, wrap)"}},
-    "11": _node("SaveImage", "Save image", images=["9", 0], filename_prefix="JointDiT/panorama_rgb"),
-    "12": _node("SaveImage", "Save depth", images=["10", 0], filename_prefix="JointDiT/panorama_depth"),
-    "13": _node("PreviewImage", "Depth (colour)", images=["10", 2]),
-}, "JointDiTVAEDecodeWrap", "JointDiT/panorama_3d")
-WORKFLOWS["panorama_360_3d"]["10"]["inputs"]["wrap"] = True
-WORKFLOWS["panorama_360_3d"]["14"]["inputs"]["projection"] = "equirectangular"
-TEMPLATES["panorama_360_3d"] = "JointDiT 9b - 360-degree panorama in 3D"
-GRIDS["panorama_360_3d"] = {"columns": [[1, 3, 6], [2, 4, 5, 7], [8], [9, 10, 14]], "outputs": [[11, 15], [12, 13]], "output_size": [340, 330]}
-TIPS["panorama_360_3d"] = ("A 360-degree image and its depth (2:1, equirectangular), generated in overlapping windows of the model's size "
-                           "with wrap on, so the left and right edges join; both decoders pad circularly for the same reason. RGB-D "
-                           "to 3D puts it on a sphere around you: in *3D view* zoom in to stand inside. Decode Depth's wrap and RGB-D to "
-                           "3D's projection are advanced inputs (Show advanced inputs). Sampling costs one model call per window and "
-                           "step (here 3 windows of 1024 pixels).")
 
 
 def _properties(node: dict) -> dict:

@@ -43,13 +43,14 @@ import torch
 
 import jointdit_core.pipeline as pipeline
 from jointdit_core.images import model_to_uint8, uint8_to_model
+from jointdit_core.resize import to_input_size
 from jointdit_core.tiles import merge_tiles
 from jointdit_core.windows import WindowSettings, decode_wrapped, plan_windows, windows_per_call
 
 from ..cli import command_prog
 from .metrics import evaluate_disparity
 from ..world.scenes import HFOV_DEG, Camera, _camera_basis, _shade, camera_rays, rng_for, sample_spec, scene, split_indices
-from ..stack import DEPTH_ESTIMATION_PROMPT, _decode, _decode_disparity, _encode, depth_estimation_resized, load_stack, tile_estimates
+from ..stack import DEPTH_ESTIMATION_PROMPT, _decode, _decode_disparity, _encode, _resize_uint8, depth_estimation_resized, load_stack, tile_estimates
 
 NATIVE = 64  # the demo model's resolution (pixels)
 pipeline_windowed_velocity = pipeline.windowed_velocity  # the real one, wrapped by WindowSpy while generate runs
@@ -112,13 +113,6 @@ def _estimate(stack, rgb: np.ndarray, steps: int, seed: int, windows: WindowSett
     return _decode_disparity(stack, z_depth)[0]
 
 
-def _resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    t = torch.from_numpy(np.asarray(x, np.float32))
-    t = t.permute(2, 0, 1)[None] if t.ndim == 3 else t[None, None]
-    out = torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-    return (out.permute(1, 2, 0) if x.ndim == 3 else out[0]).numpy()
-
-
 def _windows(stack, overlap: int, wrap: bool = False) -> WindowSettings:
     """Windows of the demo model's native 64 px with ``overlap`` pixels, in the stack's latent pixels."""
     cell = stack.ae.config.downscale
@@ -135,8 +129,9 @@ def wide_depth_table(stack, scenes: int, steps: int, overlap: int) -> list[str]:
         with mock.patch.object(pipeline, "windowed_velocity", spy.windowed_velocity):
             rows["windows"].append(evaluate_disparity(_estimate(stack, rgb, steps, k, windows), depth))
         agree.append(spy.disagreement())
-        small = np.round(_resize(rgb, (NATIVE, NATIVE))).clip(0, 255).astype(np.uint8)
-        rows["resize"].append(evaluate_disparity(_resize(_estimate(stack, small, steps, k, None), depth.shape).clip(0, 1), depth))
+        small = _resize_uint8(rgb[None], (NATIVE, NATIVE))[0]
+        disparity = to_input_size(torch.from_numpy(_estimate(stack, small, steps, k, None))[None], depth.shape)[0]
+        rows["resize"].append(evaluate_disparity(disparity.numpy(), depth))
     lines = ["| method (64 x 256, %d scenes, %d steps) | AbsRel | delta1 | overlap disagreement (mean over steps / last step) |" % (scenes, steps),
              "|---|---|---|---|"]
     for name, results in rows.items():
@@ -211,7 +206,7 @@ def tiles_figure(folder, index: int = 3, overlap: int = 16, steps: int = 4, seed
 
 def _seam_ratio(x: np.ndarray, period: int = 1) -> float:
     """(H, W[, C]) -> mean |col 0 - col W-1| / mean |col j - col j+1| over the other columns j + 1 divisible by
-    ``period`` (8 for decoded pixels: the seam lies between two latent columns, so it is compared with the steps
+    ``period`` (the autoencoder's pixels per latent column for decoded pixels: the seam lies between two latent columns, so it is compared with the steps
     between latent columns, not with the smaller steps inside one)."""
     seam = np.abs(x[:, 0] - x[:, -1]).mean()
     inner = np.abs(np.diff(x, axis=1))[:, period - 1 :: period].mean()
